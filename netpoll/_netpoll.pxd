@@ -1,0 +1,113 @@
+# Declarations of the platform-neutral poller core (netpoll/_netpoll.pyx),
+# shared with the backends (netpoll.backends.*) and the scheduler, which
+# `cimport` them so that netpollready and the poll descriptor run at C speed.
+from libc.stdint cimport int64_t, uint32_t, uint64_t
+
+# Modes, with Go's values: 'r', 'w' and 'r'+'w'.
+cdef enum:
+    MODE_R = 114
+    MODE_W = 119
+    MODE_RW = 233
+
+# rg/wg states (see the transition table in _netpoll.pyx). pdG means "a
+# goroutine is parked here" and the goroutine itself sits in rgp/wgp.
+cdef enum:
+    pdNil = 0
+    pdReady = 1
+    pdWait = 2
+    pdG = 3
+
+# netpollcheckerr results; the FD layer maps them to exceptions.
+cdef enum:
+    pollNoError = 0
+    pollErrClosing = 1
+    pollErrTimeout = 2
+    pollErrNotPollable = 3
+
+cdef int64_t nanotime() noexcept nogil
+
+
+cdef class Park:
+    # A goroutine parks by yielding a Park to the scheduler (the single trap).
+    # Once the goroutine has left its stack the scheduler calls commit(g);
+    # False abandons the park and the goroutine is resumed at once.
+    cdef bint commit(self, object g) except -1
+
+
+cdef class Timer:
+    cdef readonly int64_t when      # absolute nanotime(); meaningful only while queued
+    cdef Py_ssize_t index           # position in its Timers heap, -1 when not queued
+    cdef int kind
+    cdef object arg
+    cdef uint32_t seq
+    cdef Timers timers
+
+
+cdef class Timers:
+    cdef list heap
+    cdef void _put(self, Py_ssize_t i, Timer t)
+    cdef void _up(self, Py_ssize_t i)
+    cdef void _down(self, Py_ssize_t i)
+    cdef int add(self, Timer t, int64_t when) except -1
+    cdef int delete(self, Timer t) except -1
+    cdef int64_t next_when(self)
+    cdef Py_ssize_t run(self, int64_t now, list to_run) except -1
+
+
+cdef class Backend:
+    # netpollWaiters: goroutines parked in poll descriptors of this poller.
+    # The scheduler blocks in netpoll only while this, a timer or a thread
+    # hand-off can still wake someone.
+    cdef public Py_ssize_t waiters
+    cdef readonly bint closed
+    cdef bint arm                   # level-triggered: netpollarm before each park
+    cdef readonly dict registered   # fd -> PollDesc, to re-register after fork
+    cdef object __weakref__
+    cpdef netpollinit(self)
+    cpdef netpollopen(self, int fd, PollDesc pd)
+    cpdef netpollclose(self, int fd)
+    cpdef netpollarm(self, PollDesc pd, int mode)
+    cpdef list netpoll(self, int64_t delay)
+    cpdef netpollbreak(self)
+    cpdef bint is_poll_descriptor(self, int fd)
+    cpdef close(self)
+
+
+cdef class PollDesc:
+    # All fields belong to the thread running the poller that owns the
+    # descriptor (its scheduler); no other thread touches them.
+    cdef readonly int fd
+    cdef readonly uint32_t fdseq    # incarnation, bumped on free (stale events)
+    cdef readonly uint32_t slot     # index in the pollcache
+    cdef readonly bint closing
+    cdef readonly bint everr        # last delivered event was an error only
+    cdef int rg, wg                 # pdNil / pdReady / pdWait / pdG
+    cdef object rgp, wgp            # the parked goroutines when rg/wg == pdG
+    cdef int64_t rd, wd             # deadlines: 0 none, > 0 nanotime, < 0 expired
+    cdef uint32_t rseq, wseq        # timer generations
+    cdef Timer rt, wt
+    cdef public Py_ssize_t user     # backend cookie (poll: slot in its pollfd array)
+    cdef readonly Backend backend
+    cdef Timers timers
+    cdef _Wait rwait, wwait
+
+    cdef inline uint64_t token(self):
+        return (<uint64_t>self.slot << 32) | self.fdseq
+
+
+cdef class _Wait(Park):
+    cdef PollDesc pd
+    cdef int mode
+    cdef bint parked
+    cdef void _abandon(self)
+
+
+cdef int netpollready(list to_run, PollDesc pd, int mode) except -1
+cdef PollDesc netpolltoken(uint64_t token)
+cdef int netpollcheckerr(PollDesc pd, int mode) noexcept
+cdef int netpollunblock(list to_run, PollDesc pd, int mode, bint ioready) except -1
+cdef bint netpollblockcommit(PollDesc pd, int mode, object g) except -1
+cdef int netpollblock(PollDesc pd, int mode) except -1
+cdef int pollreset(PollDesc pd, int mode) noexcept
+cdef int setdeadline(list to_run, PollDesc pd, int64_t d, int mode) except -1
+cdef int pollunblock(list to_run, PollDesc pd) except -1

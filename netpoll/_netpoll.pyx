@@ -1,0 +1,836 @@
+# cython: language_level=3, boundscheck=False, wraparound=False
+"""The platform-neutral poller core: Go's runtime/netpoll.go, in Cython.
+
+The backend protocol
+====================
+
+A backend is a subclass of ``Backend`` in ``netpoll.backends.<name>`` (one
+module per kernel mechanism, sources in the top-level ``backends/`` folder).
+Each instance owns one kernel poller. Go's names, Go's contracts:
+
+netpollinit()
+    Create the kernel poller and the wakeup channel; both close-on-exec.
+netpollopen(fd, pd)
+    Register ``fd`` for read *and* write for its whole life, with
+    ``pd.token()`` (pollcache slot << 32 | fdseq) as the kernel cookie.
+    Edge-triggered where the kernel allows it. Raises OSError on failure.
+netpollclose(fd)
+    Deregister ``fd``; always called before ``close(2)`` of the fd.
+netpollarm(pd, mode)
+    Level-triggered backends only (``needs_arm``): a goroutine is about to
+    park on ``mode``; add that interest. The interest is dropped again when it
+    fires (one-shot), as Go's AIX poller does.
+netpoll(delay)
+    Wait for events: ``delay < 0`` blocks, ``0`` polls, ``> 0`` waits at most
+    that many nanoseconds. EINTR: an empty result if ``delay > 0`` (the caller
+    recomputes its sleep), otherwise retry; a signal handler that raises
+    (KeyboardInterrupt) propagates. Every event is translated into a mode and
+    handed to ``netpollready``; the list it builds (the goroutines made
+    runnable) is the result. Events whose token's fdseq is stale are dropped.
+netpollbreak()
+    Wake a blocked ``netpoll`` from any thread. Breaks coalesce: at most one
+    wakeup is in flight, and only a blocking ``netpoll`` consumes it, so a
+    break is never lost.
+
+Event to mode: readable, read hang-up, hang-up and error give 'r'; writable,
+hang-up and error give 'w'. An event that is an error and nothing else sets
+the descriptor's event error (reported to readers as "not pollable"); any
+other event clears it.
+
+Capabilities, as class attributes: ``name``, ``edge_triggered``,
+``needs_arm``, ``max_fd`` (None when unlimited).
+
+Renames from Go: netpollBreak -> netpollbreak; pollDesc -> PollDesc; the
+parked goroutine pointer that Go stores in rg/wg lives in rgp/wgp with the
+state pdG.
+"""
+
+from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE
+from cpython.exc cimport PyErr_SetNone
+from libc.stdint cimport INT64_MAX, int64_t, uint32_t, uint64_t
+from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
+
+import errno as _errno
+import os as _os
+import stat as _stat
+import weakref as _weakref
+
+from netpoll.errors import (ClosedError, DeadlineExceededError,
+                            NetpollError, NotPollableError)
+
+
+cdef int64_t nanotime() noexcept nogil:
+    # CLOCK_MONOTONIC: the clock behind time.monotonic(), so deadlines given
+    # in netpoll.now() seconds compare directly with timers.
+    cdef timespec ts
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return <int64_t>ts.tv_sec * 1000000000 + ts.tv_nsec
+
+
+def monotonic_ns():
+    """nanotime(): the timer clock, in nanoseconds."""
+    return nanotime()
+
+
+cdef int _mode(object mode) except -1:
+    if mode == 'r' or mode == MODE_R:
+        return MODE_R
+    if mode == 'w' or mode == MODE_W:
+        return MODE_W
+    if mode == 'rw' or mode == MODE_RW:
+        return MODE_RW
+    raise ValueError(f"mode must be 'r', 'w' or 'rw', not {mode!r}")
+
+
+cdef object _pollerror(int code):
+    if code == pollErrClosing:
+        return ClosedError()
+    if code == pollErrTimeout:
+        return DeadlineExceededError()
+    return OSError(_errno.EBADFD, "not pollable")
+
+
+# ---------------------------------------------------------------------------
+# Parking
+# ---------------------------------------------------------------------------
+
+cdef class Park:
+    cdef bint commit(self, object g) except -1:
+        return True
+
+
+# ---------------------------------------------------------------------------
+# Timers: a binary heap of Timer objects, each knowing its index so that a
+# deadline can be moved or stopped in O(log n).
+# ---------------------------------------------------------------------------
+
+cdef enum:
+    TIMER_READY = 1       # arg is a goroutine: make it runnable
+    TIMER_DEADLINE_R = 2  # arg is a PollDesc (bits: read, write deadline)
+    TIMER_DEADLINE_W = 4
+    TIMER_CALL = 8        # arg is a callable, called with no argument
+
+
+cdef class Timer:
+    def __cinit__(self):
+        self.index = -1
+
+    @property
+    def queued(self):
+        return self.index >= 0
+
+
+def new_timer(kind, arg):
+    """A timer that readies ``arg`` (kind "ready") or calls it (kind "call")."""
+    cdef Timer t = Timer()
+    if kind == "ready":
+        t.kind = TIMER_READY
+    elif kind == "call":
+        t.kind = TIMER_CALL
+    else:
+        raise ValueError(f"timer kind must be 'ready' or 'call', not {kind!r}")
+    t.arg = arg
+    return t
+
+
+cdef inline Timer _hat(list h, Py_ssize_t i):
+    return <Timer>PyList_GET_ITEM(h, i)
+
+
+cdef class Timers:
+    def __cinit__(self):
+        self.heap = []
+
+    def __len__(self):
+        return len(self.heap)
+
+    cdef void _put(self, Py_ssize_t i, Timer t):
+        self.heap[i] = t
+        t.index = i
+
+    cdef void _up(self, Py_ssize_t i):
+        cdef list h = self.heap
+        cdef Timer t = _hat(h, i)
+        cdef Py_ssize_t p
+        while i > 0:
+            p = (i - 1) >> 1
+            if _hat(h, p).when <= t.when:
+                break
+            self._put(i, _hat(h, p))
+            i = p
+        self._put(i, t)
+
+    cdef void _down(self, Py_ssize_t i):
+        cdef list h = self.heap
+        cdef Py_ssize_t n = PyList_GET_SIZE(h), c
+        cdef Timer t = _hat(h, i)
+        while True:
+            c = 2 * i + 1
+            if c >= n:
+                break
+            if c + 1 < n and _hat(h, c + 1).when < _hat(h, c).when:
+                c += 1
+            if t.when <= _hat(h, c).when:
+                break
+            self._put(i, _hat(h, c))
+            i = c
+        self._put(i, t)
+
+    cdef int add(self, Timer t, int64_t when) except -1:
+        # Adds t, or moves it when it is already queued here.
+        if t.index >= 0:
+            t.when = when
+            self._up(t.index)
+            self._down(t.index)
+            return 0
+        t.when = when
+        t.timers = self
+        t.index = len(self.heap)
+        self.heap.append(t)
+        self._up(t.index)
+        return 0
+
+    cdef int delete(self, Timer t) except -1:
+        cdef Py_ssize_t i = t.index
+        if i < 0:
+            return 0
+        cdef Timer last = self.heap.pop()
+        t.index = -1
+        if last is not t:
+            self._put(i, last)
+            self._up(i)
+            self._down(last.index)
+        return 0
+
+    cdef int64_t next_when(self):
+        if not self.heap:
+            return -1
+        return _hat(self.heap, 0).when
+
+    cdef Py_ssize_t run(self, int64_t now, list to_run) except -1:
+        # Fires every timer due at `now`; returns how many fired.
+        cdef Py_ssize_t fired = 0
+        cdef Timer t
+        while self.heap and _hat(self.heap, 0).when <= now:
+            t = _hat(self.heap, 0)
+            self.delete(t)
+            fired += 1
+            if t.kind == TIMER_READY:
+                to_run.append(t.arg)
+            elif t.kind == TIMER_CALL:
+                t.arg()
+            else:
+                netpolldeadlineimpl(to_run, <PollDesc>t.arg, t.seq,
+                                    t.kind & TIMER_DEADLINE_R,
+                                    t.kind & TIMER_DEADLINE_W)
+        return fired
+
+    # Python-level access, for the runtime's helpers and for tests.
+    def schedule(self, Timer t, int64_t when):
+        self.add(t, when)
+
+    def cancel(self, Timer t):
+        self.delete(t)
+
+    def next_deadline(self):
+        """nanotime() of the earliest timer, or -1 when there is none."""
+        return self.next_when()
+
+    def run_due(self, int64_t now):
+        """Fire the timers due at ``now``; return the goroutines they readied."""
+        cdef list to_run = []
+        self.run(now, to_run)
+        return to_run
+
+
+# ---------------------------------------------------------------------------
+# The pollcache: poll descriptors are never freed, only recycled, and each
+# recycling bumps fdseq, so a kernel cookie (slot << 32 | fdseq) that outlives
+# its registration always names a live PollDesc whose fdseq no longer
+# matches: the event is dropped (Go issue 59545).
+# ---------------------------------------------------------------------------
+
+cdef list _pollcache = []
+cdef list _pdfree = []
+
+
+cdef PollDesc netpolltoken(uint64_t token):
+    cdef uint64_t slot = token >> 32
+    cdef PollDesc pd
+    if slot >= <uint64_t>PyList_GET_SIZE(_pollcache):
+        return None
+    pd = <PollDesc>PyList_GET_ITEM(_pollcache, slot)
+    if pd.fdseq != <uint32_t>token:
+        return None
+    return pd
+
+
+def lookup_token(uint64_t token):
+    """The PollDesc a kernel cookie names, or None when it is stale."""
+    return netpolltoken(token)
+
+
+# ---------------------------------------------------------------------------
+# The poll descriptor
+#
+# rg and wg are binary semaphores, one per direction:
+#
+#   from     to       who                        when
+#   pdNil    pdReady  netpollready               readiness, nobody waits: kept
+#   pdReady  pdReady  netpollready               repeated readiness coalesces
+#   pdReady  pdNil    netpollblock               a waiter consumes it, no park
+#   pdReady  pdNil    pollreset                  discard before the syscall
+#   pdNil    pdWait   netpollblock               about to park
+#   pdWait   pdG      netpollblockcommit         the scheduler commits the park
+#   pdWait   pdReady  netpollready               readiness raced the park: the
+#                                                commit fails, no sleep
+#   pdWait   pdNil    timeout/close              the commit fails; the waiter
+#                                                re-checks errors
+#   pdG      pdReady  netpollready               wake the goroutine
+#   pdG      pdNil    timeout/close              wake the goroutine
+#
+# Anything else is a double wait. At most one waiter per direction: the FD
+# layer's fdMutex guarantees it.
+# ---------------------------------------------------------------------------
+
+cdef class PollDesc:
+    def __cinit__(self):
+        self.fd = -1
+        self.user = -1
+        self.rwait = _Wait.__new__(_Wait)
+        self.rwait.pd = self
+        self.rwait.mode = MODE_R
+        self.wwait = _Wait.__new__(_Wait)
+        self.wwait.pd = self
+        self.wwait.mode = MODE_W
+
+    def __repr__(self):
+        return (f"<PollDesc fd={self.fd} seq={self.fdseq} rg={self.sema('r')!r} "
+                f"wg={self.sema('w')!r}{' closing' if self.closing else ''}>")
+
+    @property
+    def token(self):
+        return self.token()
+
+    def sema(self, mode):
+        """The rg ('r') or wg ('w') word: 0, 1 (pdReady), 2 (pdWait) or the parked goroutine."""
+        if _mode(mode) == MODE_R:
+            return self.rgp if self.rg == pdG else self.rg
+        return self.wgp if self.wg == pdG else self.wg
+
+    def wait(self, mode):
+        """Await readiness for 'r' or 'w' (Go's pollWait).
+
+        Raises ClosedError, DeadlineExceededError, or OSError(EBADFD) for an
+        error-only event on a read.
+        """
+        return self.rwait if _mode(mode) == MODE_R else self.wwait
+
+    def prepare(self, mode):
+        """Go's pollReset: fail fast on close/deadline, else drop stale readiness."""
+        cdef int err = pollreset(self, _mode(mode))
+        if err:
+            raise _pollerror(err)
+
+    def check(self, mode):
+        """netpollcheckerr as a code: 0 ok, 1 closing, 2 timeout, 3 not pollable."""
+        return netpollcheckerr(self, _mode(mode))
+
+    def park(self, mode, waiter):
+        """netpollblock for a waiter that is not a goroutine (tests, threads).
+
+        Returns True when a pending readiness was consumed, False when
+        ``waiter`` is now parked (netpollready will return it), and raises
+        when the descriptor is closing or past its deadline.
+        """
+        cdef int m = _mode(mode)
+        if m == MODE_RW:
+            raise ValueError("park waits on one direction: 'r' or 'w'")
+        cdef int err = netpollcheckerr(self, m)
+        if err:
+            raise _pollerror(err)
+        if netpollblock(self, m):
+            return True
+        if netpollcheckerr(self, m) == 0:
+            if self.backend.arm:
+                self.backend.netpollarm(self, m)
+            netpollblockcommit(self, m, waiter)
+            return False
+        err = netpollcheckerr(self, m)
+        if m == MODE_R:
+            self.rg = pdNil
+        else:
+            self.wg = pdNil
+        raise _pollerror(err)
+
+    def set_deadline(self, int64_t d, mode):
+        """Go's pollSetDeadline with an absolute deadline: 0 none, < 0 expired,
+        > 0 a nanotime(). Returns the goroutines it woke."""
+        cdef list to_run = []
+        setdeadline(to_run, self, d, _mode(mode))
+        return to_run
+
+    def evict(self):
+        """Go's pollUnblock: mark closing and wake both directions. Returns the woken."""
+        cdef list to_run = []
+        pollunblock(to_run, self)
+        return to_run
+
+    def deadlines(self):
+        """(rd, wd) as stored: 0 none, > 0 nanotime(), < 0 expired."""
+        return (self.rd, self.wd)
+
+
+cdef int netpollcheckerr(PollDesc pd, int mode) noexcept:
+    if pd.closing:
+        return pollErrClosing
+    if (mode == MODE_R and pd.rd < 0) or (mode == MODE_W and pd.wd < 0):
+        return pollErrTimeout
+    # An error-only event is reported to readers only: a writer learns the
+    # specific errno from its write call.
+    if mode == MODE_R and pd.everr:
+        return pollErrNotPollable
+    return pollNoError
+
+
+cdef int pollreset(PollDesc pd, int mode) noexcept:
+    cdef int err = netpollcheckerr(pd, mode)
+    if err:
+        return err
+    # Only a pending readiness is dropped: pollreset runs before the first
+    # syscall of an operation, and an edge that arrives after it is either
+    # seen by that syscall or re-marks pdReady (no lost wakeup).
+    if mode == MODE_R:
+        if pd.rg == pdReady:
+            pd.rg = pdNil
+    elif pd.wg == pdReady:
+        pd.wg = pdNil
+    return pollNoError
+
+
+cdef int netpollblock(PollDesc pd, int mode) except -1:
+    # Step one of Go's netpollblock: consume a pending readiness (return 1),
+    # or publish pdWait (return 0). The caller must then re-check errors
+    # (close and deadlines store their state first and read rg/wg second, so
+    # one side always sees the other), park, and commit with
+    # netpollblockcommit.
+    cdef int s = pd.rg if mode == MODE_R else pd.wg
+    if s == pdReady:
+        s = pdNil
+        if mode == MODE_R:
+            pd.rg = s
+        else:
+            pd.wg = s
+        return 1
+    if s != pdNil:
+        raise NetpollError("netpoll: double wait")
+    if mode == MODE_R:
+        pd.rg = pdWait
+    else:
+        pd.wg = pdWait
+    return 0
+
+
+cdef bint netpollblockcommit(PollDesc pd, int mode, object g) except -1:
+    # pdWait -> pdG. Any other state means a readiness, timeout or close came
+    # between netpollblock and the park: the goroutine must not sleep.
+    if mode == MODE_R:
+        if pd.rg != pdWait:
+            return False
+        pd.rg = pdG
+        pd.rgp = g
+    else:
+        if pd.wg != pdWait:
+            return False
+        pd.wg = pdG
+        pd.wgp = g
+    pd.backend.waiters += 1
+    return True
+
+
+cdef inline int _unblock1(list to_run, PollDesc pd, bint read, bint ioready) except -1:
+    cdef int old = pd.rg if read else pd.wg
+    if old == pdReady:
+        return 0
+    # Timeouts and close never leave a pending mark: the next waiter checks
+    # errors before it parks.
+    if old == pdNil and not ioready:
+        return 0
+    cdef int new = pdReady if ioready else pdNil
+    cdef object g
+    if read:
+        pd.rg = new
+        if old == pdG:
+            g = pd.rgp
+            pd.rgp = None
+    else:
+        pd.wg = new
+        if old == pdG:
+            g = pd.wgp
+            pd.wgp = None
+    if old == pdG:
+        pd.backend.waiters -= 1
+        to_run.append(g)
+    return 0
+
+
+cdef int netpollunblock(list to_run, PollDesc pd, int mode, bint ioready) except -1:
+    if mode == MODE_R or mode == MODE_RW:
+        _unblock1(to_run, pd, True, ioready)
+    if mode == MODE_W or mode == MODE_RW:
+        _unblock1(to_run, pd, False, ioready)
+    return 0
+
+
+cdef int netpollready(list to_run, PollDesc pd, int mode) except -1:
+    if mode == MODE_R or mode == MODE_RW:
+        _unblock1(to_run, pd, True, True)
+    if mode == MODE_W or mode == MODE_RW:
+        _unblock1(to_run, pd, False, True)
+    return 0
+
+
+cdef class _Wait(Park):
+    # Go's pollWait as a hand-written awaitable: one per direction per
+    # PollDesc, so waiting allocates nothing. Its iterator runs netpollblock,
+    # yields itself to the scheduler (which calls commit), and when resumed
+    # reads rg/wg the way netpollblock's tail does.
+
+    def __await__(self):
+        if self.parked:
+            raise NetpollError("netpoll: double wait")
+        cdef int err = netpollcheckerr(self.pd, self.mode)
+        if err:
+            raise _pollerror(err)
+        return self
+
+    def __next__(self):
+        cdef PollDesc pd = self.pd
+        cdef int old, err
+        if self.parked:
+            self.parked = False
+            if self.mode == MODE_R:
+                old = pd.rg
+                pd.rg = pdNil
+            else:
+                old = pd.wg
+                pd.wg = pdNil
+            if old == pdReady:
+                PyErr_SetNone(StopIteration)
+                return None
+            if old != pdNil:
+                raise NetpollError("netpoll: corrupted polldesc")
+            err = netpollcheckerr(pd, self.mode)
+            if err:
+                raise _pollerror(err)
+            # Woken by a timer whose deadline was moved before we ran: wait on.
+        while True:
+            if netpollblock(pd, self.mode):
+                PyErr_SetNone(StopIteration)
+                return None
+            err = netpollcheckerr(pd, self.mode)
+            if err == 0:
+                if pd.backend.arm:
+                    pd.backend.netpollarm(pd, self.mode)
+                self.parked = True
+                return self
+            if self.mode == MODE_R:
+                pd.rg = pdNil
+            else:
+                pd.wg = pdNil
+            raise _pollerror(err)
+
+    def send(self, value):
+        return self.__next__()
+
+    def throw(self, typ, val=None, tb=None):
+        self._abandon()
+        if val is None:
+            raise typ
+        raise val
+
+    def close(self):
+        self._abandon()
+
+    cdef void _abandon(self):
+        # The parked goroutine is being cancelled (run() closing leftovers):
+        # take it out of the semaphore so nothing wakes a dead coroutine.
+        cdef PollDesc pd = self.pd
+        if not self.parked:
+            return
+        self.parked = False
+        if self.mode == MODE_R:
+            if pd.rg == pdG:
+                pd.rgp = None
+                pd.backend.waiters -= 1
+            if pd.rg != pdReady:
+                pd.rg = pdNil
+        else:
+            if pd.wg == pdG:
+                pd.wgp = None
+                pd.backend.waiters -= 1
+            if pd.wg != pdReady:
+                pd.wg = pdNil
+
+    cdef bint commit(self, object g) except -1:
+        return netpollblockcommit(self.pd, self.mode, g)
+
+
+# ---------------------------------------------------------------------------
+# Deadlines (Go's pollSetDeadline and netpolldeadlineimpl)
+# ---------------------------------------------------------------------------
+
+cdef int _arm(PollDesc pd, bint read, int64_t when, int kind) except -1:
+    cdef Timer t = pd.rt if read else pd.wt
+    if t is None:
+        t = Timer()
+        t.arg = pd
+        if read:
+            pd.rt = t
+        else:
+            pd.wt = t
+    t.kind = kind
+    t.seq = pd.rseq if read else pd.wseq
+    pd.timers.add(t, when)
+    return 0
+
+
+cdef int setdeadline(list to_run, PollDesc pd, int64_t d, int mode) except -1:
+    if pd.closing:
+        return 0
+    if pd.timers is None:
+        raise OSError(_errno.EINVAL, "file type does not support deadline")
+    cdef int64_t rd0 = pd.rd, wd0 = pd.wd
+    cdef bint combo0 = rd0 > 0 and rd0 == wd0
+    if mode == MODE_R or mode == MODE_RW:
+        pd.rd = d
+    if mode == MODE_W or mode == MODE_RW:
+        pd.wd = d
+    cdef bint combo = pd.rd > 0 and pd.rd == pd.wd
+    cdef bint rrun = pd.rt is not None and pd.rt.index >= 0
+    cdef bint wrun = pd.wt is not None and pd.wt.index >= 0
+    # Read timer; when both deadlines are equal it serves both directions
+    # and no write timer runs. Bumping rseq makes a callback that was
+    # already popped for the old deadline a no-op.
+    if pd.rd != rd0 or combo != combo0 or not rrun:
+        pd.rseq += 1
+        if pd.rd > 0:
+            _arm(pd, True, pd.rd,
+                 TIMER_DEADLINE_R | TIMER_DEADLINE_W if combo else TIMER_DEADLINE_R)
+        elif rrun:
+            pd.timers.delete(pd.rt)
+    if pd.wd != wd0 or combo != combo0 or not wrun:
+        pd.wseq += 1
+        if pd.wd > 0 and not combo:
+            _arm(pd, False, pd.wd, TIMER_DEADLINE_W)
+        elif wrun:
+            pd.timers.delete(pd.wt)
+    # A deadline in the past wakes the blocked operation now; it returns
+    # a timeout.
+    if pd.rd < 0:
+        _unblock1(to_run, pd, True, False)
+    if pd.wd < 0:
+        _unblock1(to_run, pd, False, False)
+    return 0
+
+
+cdef int netpolldeadlineimpl(list to_run, PollDesc pd, uint32_t seq,
+                             bint read, bint write) except -1:
+    # The deadline changed, or the descriptor was closed or reused, since
+    # this timer was armed: ignore it.
+    cdef uint32_t current = pd.rseq if read else pd.wseq
+    if seq != current:
+        return 0
+    if read:
+        pd.rd = -1
+        _unblock1(to_run, pd, True, False)
+    if write:
+        pd.wd = -1
+        _unblock1(to_run, pd, False, False)
+    return 0
+
+
+cdef int pollunblock(list to_run, PollDesc pd) except -1:
+    if pd.closing:
+        raise NetpollError("runtime: unblock on closing polldesc")
+    pd.closing = True
+    pd.rseq += 1
+    pd.wseq += 1
+    _unblock1(to_run, pd, True, False)
+    _unblock1(to_run, pd, False, False)
+    if pd.rt is not None:
+        pd.timers.delete(pd.rt)
+    if pd.wt is not None:
+        pd.timers.delete(pd.wt)
+    return 0
+
+
+# ---------------------------------------------------------------------------
+# pollopen / pollclose (Go's poll_runtime_pollOpen / pollClose)
+# ---------------------------------------------------------------------------
+
+def pollopen(Backend backend, int fd, Timers timers=None):
+    """Register ``fd`` with ``backend`` and return its PollDesc.
+
+    A negative or closed fd is an OSError(EBADF); a regular file or a
+    directory is a NotPollableError on every backend (epoll refuses them with
+    EPERM, poll and select would report them always ready).
+    """
+    if backend.closed:
+        raise ValueError("pollopen on a closed backend")
+    if fd < 0:
+        raise OSError(_errno.EBADF, f"pollopen: bad file descriptor {fd}")
+    try:
+        st = _os.fstat(fd)
+    except OSError as e:
+        raise OSError(e.errno, f"pollopen: fd {fd}: {e.strerror}") from None
+    if _stat.S_ISREG(st.st_mode) or _stat.S_ISDIR(st.st_mode):
+        raise NotPollableError(fd, "regular files and directories are not pollable")
+    if fd in backend.registered:
+        raise OSError(_errno.EEXIST, f"pollopen: fd {fd} is already registered")
+    cdef PollDesc pd
+    if _pdfree:
+        pd = _pdfree.pop()
+    else:
+        pd = PollDesc()
+        pd.slot = len(_pollcache)
+        _pollcache.append(pd)
+    if pd.rg == pdG or pd.wg == pdG:
+        raise NetpollError("runtime: blocked write on free polldesc")
+    if pd.fdseq == 0:
+        pd.fdseq = 1
+    pd.fd = fd
+    pd.closing = False
+    pd.everr = False
+    pd.rseq += 1
+    pd.wseq += 1
+    pd.rg = pdNil
+    pd.wg = pdNil
+    pd.rd = 0
+    pd.wd = 0
+    pd.user = -1
+    pd.backend = backend
+    pd.timers = timers
+    try:
+        backend.netpollopen(fd, pd)
+    except OSError as e:
+        _pdfree_push(pd)
+        if e.errno == _errno.EPERM:
+            raise NotPollableError(fd) from None
+        raise
+    except BaseException:
+        _pdfree_push(pd)
+        raise
+    backend.registered[fd] = pd
+    return pd
+
+
+cdef void _pdfree_push(PollDesc pd):
+    # Bumping fdseq (never to 0, which would disable the check) is what
+    # makes every cookie of the old incarnation stale.
+    pd.fdseq += 1
+    if pd.fdseq == 0:
+        pd.fdseq = 1
+    pd.fd = -1
+    pd.backend = None
+    pd.timers = None
+    pd.rt = None
+    pd.wt = None
+    _pdfree.append(pd)
+
+
+def pollclose(PollDesc pd):
+    """Deregister and free ``pd``; it must have been evicted first."""
+    if not pd.closing:
+        raise NetpollError("runtime: close polldesc w/o unblock")
+    if pd.rg == pdG or pd.wg == pdG or pd.rg == pdWait or pd.wg == pdWait:
+        raise NetpollError("runtime: blocked read/write on closing polldesc")
+    cdef Backend backend = pd.backend
+    if backend is None:
+        raise NetpollError("runtime: pollclose of a free polldesc")
+    backend.registered.pop(pd.fd, None)
+    try:
+        if not backend.closed:
+            backend.netpollclose(pd.fd)
+    finally:
+        _pdfree_push(pd)
+
+
+# ---------------------------------------------------------------------------
+# Backend base class and fork handling
+# ---------------------------------------------------------------------------
+
+cdef object _live = _weakref.WeakSet()
+
+
+cdef class Backend:
+    name = "abstract"
+    edge_triggered = False
+    needs_arm = False
+    max_fd = None
+
+    def __cinit__(self, *args, **kwargs):
+        self.registered = {}
+        self.arm = type(self).needs_arm
+
+    def __init__(self):
+        self.netpollinit()
+        _live.add(self)
+
+    cpdef netpollinit(self):
+        raise NotImplementedError
+
+    cpdef netpollopen(self, int fd, PollDesc pd):
+        raise NotImplementedError
+
+    cpdef netpollclose(self, int fd):
+        raise NotImplementedError
+
+    cpdef netpollarm(self, PollDesc pd, int mode):
+        raise NetpollError(f"runtime: unused netpollarm on {self.name}")
+
+    cpdef list netpoll(self, int64_t delay):
+        raise NotImplementedError
+
+    cpdef netpollbreak(self):
+        raise NotImplementedError
+
+    cpdef bint is_poll_descriptor(self, int fd):
+        return False
+
+    cpdef close(self):
+        """Release the kernel poller and the wakeup channel; idempotent."""
+        self.closed = True
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def _afterfork(self):
+        # The child shares the parent's kernel poller (epoll) or has lost it
+        # (kqueue), and shares the wakeup channel: build fresh ones, without
+        # deregistering anything from the parent's, then register again every
+        # descriptor and re-arm the interests of parked waiters.
+        if self.closed:
+            return
+        self.close()
+        self.closed = False
+        self.netpollinit()
+        cdef PollDesc pd
+        for fd, pd in list(self.registered.items()):
+            self.netpollopen(fd, pd)
+            if self.arm:
+                if pd.rg == pdG:
+                    self.netpollarm(pd, MODE_R)
+                if pd.wg == pdG:
+                    self.netpollarm(pd, MODE_W)
+
+
+def _afterfork_child():
+    for b in list(_live):
+        b._afterfork()
+
+
+_os.register_at_fork(after_in_child=_afterfork_child)

@@ -1,0 +1,1 @@
+"""Compiled OS backends, one module per kernel mechanism (sources in backends/)."""
