@@ -30,6 +30,7 @@ def ext(name, source, **kw):
 
 extensions = [
     ext("netpoll._netpoll", "netpoll/_netpoll.pyx"),
+    ext("netpoll._sched", "netpoll/_sched.pyx"),
     ext("netpoll.backends.poll", "backends/poll.pyx"),
     ext("netpoll.backends.select", "backends/select.pyx"),
 ]

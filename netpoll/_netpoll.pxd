@@ -34,6 +34,14 @@ cdef class Park:
     cdef bint commit(self, object g) except -1
 
 
+# Timer kinds.
+cdef enum:
+    TIMER_READY = 1       # arg is a goroutine: make it runnable
+    TIMER_DEADLINE_R = 2  # arg is a PollDesc (bits: read, write deadline)
+    TIMER_DEADLINE_W = 4
+    TIMER_CALL = 8        # arg is a callable, called with no argument
+
+
 cdef class Timer:
     cdef readonly int64_t when      # absolute nanotime(); meaningful only while queued
     cdef Py_ssize_t index           # position in its Timers heap, -1 when not queued

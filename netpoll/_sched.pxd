@@ -1,0 +1,42 @@
+# Declarations of the goroutine scheduler (netpoll/_sched.pyx), for the
+# compiled FD layer.
+from netpoll._netpoll cimport Backend, Park, Timers
+
+
+cdef class G:
+    cdef object coro
+    cdef object sendval             # sent into coro on the next resume
+    cdef object throwval            # thrown into coro on the next resume
+    cdef readonly bint done
+    cdef object retval
+    cdef object exc
+    cdef list joiners               # goroutines parked in `await g`
+    cdef Sched sched
+    cdef readonly Py_ssize_t goid
+    cdef object __weakref__
+
+
+cdef class Sched:
+    cdef readonly Backend backend
+    cdef readonly Timers timers
+    cdef list runq                  # ring buffer of runnable G
+    cdef Py_ssize_t rhead, rlen
+    cdef set allgs
+    cdef Py_ssize_t goidgen
+    cdef object lock                # guards injected and external (threads)
+    cdef list injected              # (g, value, exc) or coroutines from threads
+    cdef Py_ssize_t external        # thread hand-offs in flight
+    cdef dict unobserved            # weakref(G) -> exception nobody received yet
+    cdef list lost                  # exceptions whose goroutine handle was dropped
+    cdef int runqput(self, G g) except -1
+    cdef G runqget(self)
+    cdef int readylist(self, list gs) except -1
+    cdef G newproc(self, object coro)
+    cdef int execute(self, G g) except -1
+    cdef goexit(self, G g, object result, object exc)
+    cdef int injectglist(self) except -1
+    cdef bint idle_forever(self)
+    cdef shutdown(self, G main)
+
+
+cdef Sched getsched()

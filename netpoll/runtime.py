@@ -1,0 +1,86 @@
+"""The goroutine runtime's public face: run, go, sleep, now, to_thread."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any, Awaitable, Callable, Coroutine, Optional, TypeVar
+
+from netpoll import _sched
+from netpoll._table import backend_class, resolve
+
+T = TypeVar("T")
+
+Goroutine = _sched.G
+
+
+def run(coro: Coroutine[Any, Any, T], *, backend: Optional[str] = None) -> T:
+    """Run the goroutine runtime until ``coro`` returns; return its value.
+
+    Each run has its own poller: ``backend`` names one (or an ordered
+    fallback list "a,b"); the default is ``netpoll.BACKEND``. When ``coro``
+    returns, leftover goroutines are closed (their ``finally`` blocks run).
+    An exception escaping any goroutine is raised here unless that
+    goroutine's handle was awaited and received it. When every goroutine is
+    parked and nothing can wake one, ``DeadlockError`` is raised.
+    """
+    from netpoll import BACKEND
+
+    name = BACKEND if backend is None else resolve(backend, "backend")
+    try:
+        sched = _sched.Sched(backend_class(name)())
+    except BaseException:
+        coro.close()
+        raise
+    return sched.run(coro)
+
+
+def go(coro: Coroutine[Any, Any, T]) -> "_sched.G":
+    """Start a goroutine; ``await`` the handle for its result or exception."""
+    return _sched.go(coro)
+
+
+def sleep(seconds: float) -> Awaitable[None]:
+    """Pause the calling goroutine; ``await sleep(0)`` lets others run."""
+    return _sched.sleep(seconds)
+
+
+def now() -> float:
+    """The deadline clock: ``time.monotonic()`` seconds."""
+    return time.monotonic()
+
+
+async def to_thread(fn: Callable[..., T], *args: Any) -> T:
+    """Run ``fn(*args)`` in a new thread; the goroutine parks until it ends.
+
+    The thread hands its result back through the runtime's injection queue
+    and wakes the poller with ``netpollbreak``; while it runs, the runtime
+    does not count the goroutine as deadlocked.
+    """
+    sched = _sched.current()
+
+    def commit(g: "_sched.G") -> bool:
+        sched.begin_external(g)
+
+        def work() -> None:
+            try:
+                value = fn(*args)
+            except BaseException as e:  # handed to the goroutine, not lost
+                sched.finish_external(g, None, e)
+            else:
+                sched.finish_external(g, value, None)
+
+        threading.Thread(target=work, name="netpoll.to_thread", daemon=True).start()
+        return True
+
+    return await _sched.park(commit)
+
+
+def go_threadsafe(runtime: "_sched.Sched", coro: Coroutine[Any, Any, Any]) -> None:
+    """Start a goroutine in ``runtime`` (``netpoll.current_runtime()``) from any thread."""
+    runtime.go_threadsafe(coro)
+
+
+def current_runtime() -> "_sched.Sched":
+    """The runtime running in this thread, for handing to other threads."""
+    return _sched.current()
