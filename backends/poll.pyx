@@ -1,0 +1,246 @@
+# cython: language_level=3, boundscheck=False, wraparound=False
+# netpoll backend: poll(2) (every POSIX system), after Go's AIX poller.
+#
+# Trigger: level, emulated one-shot (needs_arm). netpollopen appends an entry
+#   with no interest; netpollarm ORs in POLLIN or POLLOUT just before a
+#   goroutine parks, and the scan removes the interest that fired, so a ready
+#   descriptor nobody waits on does not make every poll return at once. An
+#   entry with no interest holds its fd complemented (~fd, negative), which
+#   poll(2) skips: it would otherwise report POLLHUP, POLLERR and POLLNVAL
+#   even for events == 0, and a hung-up socket nobody reads would turn every
+#   blocking netpoll into a busy loop.
+# Wakeup: a non-blocking close-on-exec pipe whose read end is entry 0, always
+#   polled for POLLIN. netpollbreak writes one byte only when `wakesig` was
+#   clear; only a blocking netpoll drains the pipe and clears `wakesig`, so a
+#   non-blocking poll that sees it leaves the break pending for the next
+#   blocking one: breaks coalesce and none is lost.
+# Modes: IN|HUP|ERR|NVAL -> 'r', dropping POLLIN; OUT|HUP|ERR|NVAL -> 'w',
+#   dropping POLLOUT; ERR alone sets everr. NVAL means the fd was closed while
+#   registered: both directions wake, and their retried syscalls fail EBADF.
+# Stale events: no token needed. poll(2) reports into the array it was given
+#   and keeps no queue, and open, close and arm run on the scheduler thread
+#   that also runs netpoll, never during the scan; so an entry's revents
+#   always belongs to the PollDesc in the parallel list at the same index.
+#   (Go's AIX poller gets the same guarantee from mtxset.)
+# Timeout: poll counts milliseconds; a delay is rounded *up* (Go truncates)
+#   so that netpoll never returns before the scheduler's next timer is due,
+#   and capped at 1e9 ms as Go does.
+
+from cpython.exc cimport PyErr_CheckSignals, PyErr_SetFromErrno
+from libc.stdint cimport int64_t
+from libc.stdlib cimport free, realloc
+
+from netpoll._netpoll cimport (Backend, PollDesc, netpollready,
+                               MODE_R, MODE_W, MODE_RW)
+from sys_poll cimport *
+from sys_unix cimport (EAGAIN, EBADF, EEXIST, EINTR, ENOENT, O_CLOEXEC,
+                       O_NONBLOCK, errno, close, pipe2, read, write)
+
+
+cdef class PollBackend(Backend):
+    name = "poll"
+    edge_triggered = False
+    needs_arm = True
+    max_fd = None
+
+    # pfds[0] is the wake pipe; pfds[i] for i >= 1 belongs to pds[i], whose
+    # `user` is i. len(pds) == npfd always; byfd maps fd -> PollDesc.
+    cdef pollfd *pfds
+    cdef Py_ssize_t npfd
+    cdef Py_ssize_t cap
+    cdef list pds
+    cdef dict byfd
+    cdef int rfd
+    cdef int wfd
+    cdef bint wakesig
+
+    def __cinit__(self):
+        self.rfd = -1
+        self.wfd = -1
+        self.pds = []
+        self.byfd = {}
+
+    cpdef netpollinit(self):
+        cdef int p[2]
+        if pipe2(p, O_CLOEXEC | O_NONBLOCK) < 0:
+            PyErr_SetFromErrno(OSError)
+        self.rfd = p[0]
+        self.wfd = p[1]
+        try:
+            self._grow()
+        except MemoryError:
+            self._closefds()
+            raise
+        self.pfds[0].fd = self.rfd
+        self.pfds[0].events = POLLIN
+        self.pfds[0].revents = 0
+        self.npfd = 1
+        self.pds = [None]
+        self.wakesig = False
+
+    cdef int _grow(self) except -1:
+        cdef Py_ssize_t cap = self.cap * 2 if self.cap else 64
+        cdef pollfd *p = <pollfd *>realloc(self.pfds, cap * sizeof(pollfd))
+        if p == NULL:
+            raise MemoryError()
+        self.pfds = p
+        self.cap = cap
+        return 0
+
+    cpdef netpollopen(self, int fd, PollDesc pd):
+        if self.closed:
+            raise ValueError("netpollopen on a closed poll backend")
+        # ~fd marks an entry without interest, so fd itself must not be negative.
+        if fd < 0:
+            raise OSError(EBADF, f"poll backend: bad file descriptor {fd}")
+        if fd in self.byfd:
+            raise OSError(EEXIST, f"poll backend: fd {fd} is already registered")
+        if self.npfd == self.cap:
+            self._grow()
+        cdef Py_ssize_t i = self.npfd
+        self.pfds[i].fd = ~fd
+        self.pfds[i].events = 0
+        self.pfds[i].revents = 0
+        self.pds.append(pd)
+        self.byfd[fd] = pd
+        self.npfd = i + 1
+        pd.user = i
+
+    cpdef netpollclose(self, int fd):
+        cdef PollDesc pd = self.byfd.pop(fd, None)
+        if pd is None:
+            raise OSError(ENOENT, f"poll backend: fd {fd} is not registered")
+        cdef Py_ssize_t i = pd.user
+        cdef Py_ssize_t last = self.npfd - 1
+        cdef PollDesc moved
+        if i != last:
+            self.pfds[i] = self.pfds[last]
+            moved = self.pds[last]
+            self.pds[i] = moved
+            moved.user = i
+        self.pds.pop()
+        self.npfd = last
+
+    cpdef netpollarm(self, PollDesc pd, int mode):
+        cdef Py_ssize_t i = pd.user
+        if i < 1 or i >= self.npfd or self.pds[i] is not pd:
+            raise OSError(ENOENT, f"poll backend: netpollarm of unregistered fd {pd.fd}")
+        cdef pollfd *p = &self.pfds[i]
+        if p.fd < 0:
+            p.fd = ~p.fd
+        if mode == MODE_R or mode == MODE_RW:
+            p.events |= POLLIN
+        if mode == MODE_W or mode == MODE_RW:
+            p.events |= POLLOUT
+
+    cpdef list netpoll(self, int64_t delay):
+        cdef int timeout, n, mode
+        cdef short ev
+        cdef Py_ssize_t i
+        cdef pollfd *p
+        cdef pollfd *pfds
+        cdef nfds_t npfd
+        cdef PollDesc pd
+        cdef list to_run = []
+        if delay < 0:
+            timeout = -1
+        elif delay == 0:
+            timeout = 0
+        elif delay < 1000000000000000:
+            timeout = <int>((delay + 999999) // 1000000)
+        else:
+            timeout = 1000000000
+        while True:
+            # Checked on every round: a signal handler may have closed the
+            # backend or grown the array.
+            if self.closed:
+                raise ValueError("netpoll on a closed poll backend")
+            pfds = self.pfds
+            npfd = <nfds_t>self.npfd
+            with nogil:
+                n = poll(pfds, npfd, timeout)
+            if n >= 0:
+                break
+            if errno != EINTR:
+                PyErr_SetFromErrno(OSError)
+            # A signal: let its Python handler run (KeyboardInterrupt leaves
+            # here); with a timeout the caller recomputes its sleep.
+            PyErr_CheckSignals()
+            if timeout > 0:
+                return to_run
+        if n > 0 and pfds[0].revents:
+            n -= 1
+            if delay != 0:
+                self._drain()
+        for i in range(1, <Py_ssize_t>npfd):
+            if n == 0:
+                break
+            p = &pfds[i]
+            ev = p.revents
+            if ev == 0:
+                continue
+            n -= 1
+            mode = 0
+            if ev & (POLLIN | POLLHUP | POLLERR | POLLNVAL):
+                mode = MODE_R
+                p.events &= ~POLLIN
+            if ev & (POLLOUT | POLLHUP | POLLERR | POLLNVAL):
+                mode = MODE_RW if mode else MODE_W
+                p.events &= ~POLLOUT
+            if p.events == 0:
+                p.fd = ~p.fd
+            pd = self.pds[i]
+            pd.everr = ev == POLLERR
+            netpollready(to_run, pd, mode)
+        return to_run
+
+    cdef void _drain(self) noexcept:
+        # Empty the pipe before clearing wakesig: a break that lands after
+        # the clear writes a fresh byte, which the next poll sees.
+        cdef char buf[64]
+        cdef ssize_t r
+        while True:
+            r = read(self.rfd, buf, sizeof(buf))
+            if r > 0 or (r < 0 and errno == EINTR):
+                continue
+            break
+        self.wakesig = False
+
+    cpdef netpollbreak(self):
+        cdef char b = 0
+        cdef ssize_t r
+        if self.wakesig or self.closed:
+            return
+        self.wakesig = True
+        while True:
+            r = write(self.wfd, &b, 1)
+            if r == 1 or errno == EAGAIN:
+                return
+            if errno != EINTR:
+                self.wakesig = False
+                PyErr_SetFromErrno(OSError)
+
+    cpdef bint is_poll_descriptor(self, int fd):
+        return fd >= 0 and (fd == self.rfd or fd == self.wfd)
+
+    cdef void _closefds(self) noexcept:
+        if self.rfd >= 0:
+            close(self.rfd)
+            self.rfd = -1
+        if self.wfd >= 0:
+            close(self.wfd)
+            self.wfd = -1
+
+    cpdef close(self):
+        self._closefds()
+        free(self.pfds)
+        self.pfds = NULL
+        self.npfd = 0
+        self.cap = 0
+        self.pds = []
+        self.byfd = {}
+        self.closed = True
+
+    def __dealloc__(self):
+        self._closefds()
+        free(self.pfds)
