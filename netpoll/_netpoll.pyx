@@ -46,7 +46,6 @@ state pdG.
 """
 
 from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE
-from cpython.exc cimport PyErr_SetNone
 from libc.stdint cimport INT64_MAX, int64_t, uint32_t, uint64_t
 from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
 
@@ -509,8 +508,7 @@ cdef class _Wait(Park):
                 old = pd.wg
                 pd.wg = pdNil
             if old == pdReady:
-                PyErr_SetNone(StopIteration)
-                return None
+                raise StopIteration
             if old != pdNil:
                 raise NetpollError("netpoll: corrupted polldesc")
             err = netpollcheckerr(pd, self.mode)
@@ -519,8 +517,7 @@ cdef class _Wait(Park):
             # Woken by a timer whose deadline was moved before we ran: wait on.
         while True:
             if netpollblock(pd, self.mode):
-                PyErr_SetNone(StopIteration)
-                return None
+                raise StopIteration
             err = netpollcheckerr(pd, self.mode)
             if err == 0:
                 if pd.backend.arm:

@@ -20,6 +20,7 @@ import weakref as _weakref
 
 from netpoll._netpoll cimport (Backend, Park, Timer, Timers, nanotime,
                                TIMER_READY)
+from netpoll._netpoll import pollopen
 from netpoll.errors import DeadlockError, NetpollError
 
 cdef extern from "Python.h":
@@ -435,6 +436,14 @@ cdef class Sched:
                 pass
             g.done = True
         self.backend.close()
+
+    def pollopen(self, int fd):
+        """Register ``fd`` with this runtime's poller and timers."""
+        return pollopen(self.backend, fd, self.timers)
+
+    def wake(self, list gs):
+        """Make runnable the goroutines a PollDesc call returned (evict, set_deadline)."""
+        self.readylist(gs)
 
     # -- other threads -----------------------------------------------------
 

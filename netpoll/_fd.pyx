@@ -1,0 +1,519 @@
+# cython: language_level=3, boundscheck=False, wraparound=False
+"""The FD layer: Go's internal/poll.FD and fdMutex, in Cython.
+
+Every I/O method tries the system call first; on EAGAIN it waits on the poll
+descriptor and tries again. Reads serialise with reads and writes with writes
+(fdMutex), so at most one goroutine waits per direction, which is what the
+poll descriptor's rg/wg semaphores assume. Close evicts the descriptor
+(waking every waiter with ClosedError) but the real close(2) happens only
+when the last in-flight operation has left: no operation ever runs on an fd
+number that was closed and reused under it.
+
+fdMutex state, as Go lays it out in one word (here: separate fields):
+  closed        set once by close
+  rlock, wlock  the read / write lock is held
+  refs          references: one per operation in flight (locked or not)
+  rwait, wwait  goroutines parked waiting for the read / write lock
+Pairs: read/accept/recvfrom take rwlock(True)/rwunlock(True); write/writev/
+sendto take rwlock(False)/rwunlock(False); deadlines, shutdown and socket
+options take incref/decref; close takes increfAndClose then decref.
+"""
+
+from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE, PyBUF_WRITABLE
+from cpython.exc cimport PyErr_SetFromErrno
+from libc.stdint cimport INT64_MAX, int64_t
+from libc.math cimport isnan, isinf
+
+import errno as _errno
+import os as _os
+
+from netpoll._netpoll cimport (PollDesc, Park, Timers, nanotime, pollreset,
+                               MODE_R, MODE_W, MODE_RW)
+from netpoll._sched cimport Sched, getsched
+
+from netpoll import hooks as _hooks
+from netpoll._netpoll import pollclose as _pollclose
+from netpoll.errors import ClosedError, DeadlineExceededError, NetpollError
+
+cdef extern from "<unistd.h>" nogil:
+    ssize_t c_read "read"(int fd, void *buf, size_t count)
+    ssize_t c_write "write"(int fd, const void *buf, size_t count)
+
+cdef extern from "<sys/uio.h>" nogil:
+    struct iovec:
+        void *iov_base
+        size_t iov_len
+    ssize_t writev(int fd, const iovec *iov, int iovcnt)
+
+cdef extern from "<errno.h>" nogil:
+    int errno
+    enum:
+        EINTR
+        EAGAIN
+        ECONNABORTED
+
+cdef enum:
+    MAX_RW = 1 << 30      # stream I/O is clamped to 1 GiB per call (Go's maxRW)
+    IOV_MAX = 1024
+
+
+cdef object _closing():
+    return ClosedError()
+
+
+cdef object _pollerr(int code):
+    if code == 1:
+        return ClosedError()
+    if code == 2:
+        return DeadlineExceededError()
+    return OSError(_errno.EBADFD, "not pollable")
+
+
+def deadline_ns(t):
+    """A deadline given as absolute ``netpoll.now()`` seconds, as PollDesc wants
+    it: None -> 0 (none); past or -inf -> -1 (expired); +inf or beyond the
+    clock's range -> the far future. NaN is a ValueError."""
+    if t is None:
+        return 0
+    cdef double d
+    try:
+        d = float(t)
+    except (TypeError, ValueError):
+        raise TypeError(f"deadline must be a number of seconds or None, not {type(t).__name__}") from None
+    if isnan(d):
+        raise ValueError("deadline is NaN")
+    if d >= 9.2e9:
+        return INT64_MAX
+    cdef int64_t ns = <int64_t>(d * 1e9) if d > 0 else -1
+    if ns <= nanotime():
+        return -1
+    return ns
+
+
+cdef class FD:
+    """A non-blocking descriptor registered with the running runtime's poller."""
+    cdef readonly object sock
+    cdef readonly int sysfd
+    cdef readonly bint stream       # clamp I/O at MAX_RW; a zero read is EOF
+    cdef PollDesc pd
+    cdef Sched sched
+    # fdMutex
+    cdef bint fdclosed, rlock, wlock
+    cdef Py_ssize_t refs
+    cdef list rwait, wwait
+
+    def __init__(self, sock, bint stream=True):
+        self.sock = sock
+        self.sysfd = sock.fileno()
+        self.stream = stream
+        self.rwait = []
+        self.wwait = []
+        self.sched = getsched()
+        self.pd = self.sched.pollopen(self.sysfd)
+
+    def fileno(self):
+        return self.sysfd
+
+    def wrap_error(self, op, err):
+        """The exception an I/O method raises for ``err``; the net layer
+        overrides this to add its OpError context. Called on error paths only."""
+        return err
+
+    # -- fdMutex -----------------------------------------------------------
+
+    cdef inline bint lock_free(self, bint read):
+        return not (self.rlock if read else self.wlock)
+
+    cdef inline void take(self, bint read):
+        if read:
+            self.rlock = True
+        else:
+            self.wlock = True
+        self.refs += 1
+
+    cdef int incref(self) except -1:
+        if self.fdclosed:
+            raise _closing()
+        self.refs += 1
+        return 0
+
+    cdef int decref(self) except -1:
+        if self.refs <= 0:
+            raise NetpollError("inconsistent poll.fdMutex")
+        self.refs -= 1
+        if self.fdclosed and self.refs == 0:
+            self.destroy()
+        return 0
+
+    cdef int rwunlock(self, bint read) except -1:
+        cdef list q
+        if read:
+            if not self.rlock:
+                raise NetpollError("inconsistent poll.fdMutex")
+            self.rlock = False
+            q = self.rwait
+        else:
+            if not self.wlock:
+                raise NetpollError("inconsistent poll.fdMutex")
+            self.wlock = False
+            q = self.wwait
+        # Hand the lock on by waking one waiter; it retries (no FIFO
+        # hand-off, a newcomer may win, as in Go).
+        if q:
+            self.sched.readylist([q.pop(0)])
+        return self.decref()
+
+    cdef object rwlock(self, bint read):
+        # None when the lock was taken at once; otherwise an awaitable that
+        # parks until it is.
+        if self.fdclosed:
+            raise _closing()
+        if self.lock_free(read):
+            self.take(read)
+            return None
+        cdef _LockWait w = _LockWait.__new__(_LockWait)
+        w.fd = self
+        w.read = read
+        return w
+
+    cdef int destroy(self) except -1:
+        # Deregister before close(2), so a reused fd number is never
+        # registered twice; the close goes through the hook table.
+        cdef PollDesc pd = self.pd
+        self.pd = None
+        sock = self.sock
+        self.sysfd = -1
+        try:
+            if pd is not None:
+                _pollclose(pd)
+        finally:
+            _hooks.close(sock)
+        return 0
+
+    def close(self):
+        """Evict and close; the OS descriptor closes when the last operation leaves."""
+        if self.fdclosed:
+            raise _closing()
+        self.fdclosed = True
+        self.refs += 1
+        # fdMutex waiters wake, see closed and fail; poll waiters wake with
+        # ClosedError and leave, dropping their references.
+        cdef list waiters = self.rwait + self.wwait
+        self.rwait = []
+        self.wwait = []
+        if waiters:
+            self.sched.readylist(waiters)
+        if self.pd is not None:
+            self.sched.readylist(self.pd.evict())
+        self.decref()
+
+    @property
+    def closed(self):
+        return self.fdclosed
+
+    # -- deadlines -----------------------------------------------------------
+
+    def set_deadline(self, t, mode="rw"):
+        """Deadline for pending and future operations; see deadline_ns."""
+        cdef int64_t d = deadline_ns(t)
+        self.incref()
+        try:
+            if self.pd is None:
+                raise OSError(_errno.EINVAL, "file type does not support deadline")
+            self.sched.readylist(self.pd.set_deadline(d, mode))
+        finally:
+            self.decref()
+
+    # -- I/O -------------------------------------------------------------------
+    # Each method: take the lock, pollreset (fail fast on close/deadline, drop
+    # stale readiness), then syscall -> EAGAIN -> wait -> syscall. Errors
+    # leave through wrap_error.
+
+    async def read(self, buf):
+        """Read into a writable buffer; 0 means EOF on a stream."""
+        cdef Py_buffer view
+        cdef ssize_t n
+        cdef size_t want
+        cdef int err
+        PyObject_GetBuffer(buf, &view, PyBUF_WRITABLE)
+        try:
+            w = self.rwlock(True)
+            if w is not None:
+                await w
+            try:
+                if view.len == 0:
+                    return 0
+                err = pollreset(self.pd, MODE_R)
+                if err:
+                    raise _pollerr(err)
+                want = view.len
+                if self.stream and want > MAX_RW:
+                    want = MAX_RW
+                while True:
+                    n = c_read(self.sysfd, view.buf, want)
+                    if n >= 0:
+                        return n
+                    err = errno
+                    if err == EAGAIN:
+                        await self.pd.rwait
+                    elif err != EINTR:
+                        PyErr_SetFromErrno(OSError)
+            finally:
+                self.rwunlock(True)
+        except OSError as e:
+            raise self.wrap_error("read", e)
+        finally:
+            PyBuffer_Release(&view)
+
+    async def write(self, data):
+        """Write all of ``data``, looping over partial writes; returns len(data)."""
+        cdef Py_buffer view
+        cdef ssize_t n
+        cdef Py_ssize_t nn = 0
+        cdef size_t want
+        cdef int err
+        if isinstance(data, str):
+            raise TypeError("write() needs bytes-like data, not str (encode it first)")
+        PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
+        try:
+            w = self.rwlock(False)
+            if w is not None:
+                await w
+            try:
+                err = pollreset(self.pd, MODE_W)
+                if err:
+                    raise _pollerr(err)
+                while True:
+                    want = view.len - nn
+                    if self.stream and want > MAX_RW:
+                        want = MAX_RW
+                    n = c_write(self.sysfd, <char *>view.buf + nn, want)
+                    if n > 0:
+                        nn += n
+                    if nn == view.len:
+                        return nn
+                    if n < 0:
+                        err = errno
+                        if err == EAGAIN:
+                            await self.pd.wwait
+                        elif err != EINTR:
+                            PyErr_SetFromErrno(OSError)
+                    elif n == 0:
+                        raise OSError(_errno.EIO, "write returned 0 bytes (unexpected EOF)")
+            finally:
+                self.rwunlock(False)
+        except OSError as e:
+            raise self.wrap_error("write", e)
+        finally:
+            PyBuffer_Release(&view)
+
+    async def writev(self, buffers):
+        """Write a sequence of buffers with writev(2), at most IOV_MAX per call."""
+        cdef Py_buffer views[IOV_MAX]
+        cdef iovec iov[IOV_MAX]
+        cdef int cnt, i, err
+        cdef ssize_t n
+        cdef Py_ssize_t total = 0, skip = 0, idx = 0
+        cdef list bufs = list(buffers)
+        for b in bufs:
+            if isinstance(b, str):
+                raise TypeError("writev() needs bytes-like buffers, not str")
+        cdef list lens = [memoryview(b).nbytes for b in bufs]
+        try:
+            w = self.rwlock(False)
+            if w is not None:
+                await w
+            try:
+                err = pollreset(self.pd, MODE_W)
+                if err:
+                    raise _pollerr(err)
+                while idx < len(bufs):
+                    cnt = 0
+                    try:
+                        while cnt < IOV_MAX and idx + cnt < len(bufs):
+                            PyObject_GetBuffer(bufs[idx + cnt], &views[cnt], PyBUF_SIMPLE)
+                            iov[cnt].iov_base = <char *>views[cnt].buf + (skip if cnt == 0 else 0)
+                            iov[cnt].iov_len = views[cnt].len - (skip if cnt == 0 else 0)
+                            cnt += 1
+                        n = writev(self.sysfd, iov, cnt)
+                        err = errno
+                    finally:
+                        for i in range(cnt):
+                            PyBuffer_Release(&views[i])
+                    if n < 0:
+                        if err == EAGAIN:
+                            await self.pd.wwait
+                            continue
+                        if err == EINTR:
+                            continue
+                        raise OSError(err, _os.strerror(err))
+                    total += n
+                    # Go's consume: drop whole buffers, trim the first partial one.
+                    n += skip
+                    skip = 0
+                    while idx < len(bufs):
+                        if n >= <ssize_t>lens[idx]:
+                            n -= <ssize_t>lens[idx]
+                            idx += 1
+                        else:
+                            skip = n
+                            break
+                return total
+            finally:
+                self.rwunlock(False)
+        except OSError as e:
+            raise self.wrap_error("writev", e)
+
+    async def accept(self):
+        """Accept a connection through the hook table; returns (socket, addr)."""
+        cdef int err
+        try:
+            w = self.rwlock(True)
+            if w is not None:
+                await w
+            try:
+                err = pollreset(self.pd, MODE_R)
+                if err:
+                    raise _pollerr(err)
+                while True:
+                    try:
+                        return _hooks.accept(self.sock)
+                    except BlockingIOError:
+                        await self.pd.rwait
+                    except (InterruptedError, ConnectionAbortedError):
+                        # ECONNABORTED: a queued connection was reset before
+                        # we took it; take the next.
+                        pass
+            finally:
+                self.rwunlock(True)
+        except OSError as e:
+            raise self.wrap_error("accept", e)
+
+    async def recvfrom(self, buf):
+        """recvfrom into a writable buffer: (n, address). No EOF for datagrams."""
+        cdef int err
+        memoryview(buf).cast("B")  # read-only or non-buffer: a clear error first
+        try:
+            w = self.rwlock(True)
+            if w is not None:
+                await w
+            try:
+                err = pollreset(self.pd, MODE_R)
+                if err:
+                    raise _pollerr(err)
+                while True:
+                    try:
+                        return self.sock.recvfrom_into(buf)
+                    except BlockingIOError:
+                        await self.pd.rwait
+                    except InterruptedError:
+                        pass
+            finally:
+                self.rwunlock(True)
+        except OSError as e:
+            raise self.wrap_error("read", e)
+
+    async def sendto(self, data, addr):
+        """sendto: a datagram is sent whole; returns len(data)."""
+        cdef int err
+        if isinstance(data, str):
+            raise TypeError("write_to() needs bytes-like data, not str (encode it first)")
+        try:
+            w = self.rwlock(False)
+            if w is not None:
+                await w
+            try:
+                err = pollreset(self.pd, MODE_W)
+                if err:
+                    raise _pollerr(err)
+                while True:
+                    try:
+                        return self.sock.sendto(data, addr)
+                    except BlockingIOError:
+                        await self.pd.wwait
+                    except InterruptedError:
+                        pass
+            finally:
+                self.rwunlock(False)
+        except OSError as e:
+            raise self.wrap_error("write", e)
+
+    async def wait_write(self):
+        """Park until writable (a non-blocking connect in progress)."""
+        self.incref()
+        try:
+            await self.pd.wwait
+        finally:
+            self.decref()
+
+    def shutdown(self, how):
+        self.incref()
+        try:
+            self.sock.shutdown(how)
+        finally:
+            self.decref()
+
+    def control(self, fn, *args):
+        """Call ``fn(sock, *args)`` holding a reference (socket options)."""
+        self.incref()
+        try:
+            return fn(self.sock, *args)
+        finally:
+            self.decref()
+
+
+cdef class _LockWait(Park):
+    # A goroutine waiting for a held read or write lock (Go's rsema/wsema).
+    cdef FD fd
+    cdef bint read
+    cdef object g
+
+    def __await__(self):
+        return self
+
+    def __next__(self):
+        if self.g is not None:
+            self.g = None
+        if self.fd.fdclosed:
+            raise _closing()
+        if self.fd.lock_free(self.read):
+            self.fd.take(self.read)
+            raise StopIteration
+        return self
+
+    def send(self, value):
+        return self.__next__()
+
+    def throw(self, typ, val=None, tb=None):
+        self.close()
+        raise typ if val is None else val
+
+    def close(self):
+        if self.g is not None:
+            q = self.fd.rwait if self.read else self.fd.wwait
+            if self.g in q:
+                q.remove(self.g)
+            self.g = None
+
+    cdef bint commit(self, object g) except -1:
+        self.g = g
+        (self.fd.rwait if self.read else self.fd.wwait).append(g)
+        return True
+
+
+cdef extern from "<sys/socket.h>" nogil:
+    int c_accept4 "accept4"(int sockfd, void *addr, void *addrlen, int flags)
+    enum:
+        SOCK_NONBLOCK
+        SOCK_CLOEXEC
+
+
+def accept4(int fd):
+    """accept4(fd, SOCK_NONBLOCK | SOCK_CLOEXEC): the new descriptor, or OSError."""
+    cdef int nfd
+    while True:
+        nfd = c_accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC)
+        if nfd >= 0:
+            return nfd
+        if errno != EINTR:
+            PyErr_SetFromErrno(OSError)

@@ -1,0 +1,690 @@
+"""The net layer: Go's net package (Unix), on the FD layer.
+
+``listen``, ``dial`` and ``listen_packet`` create every socket through the
+hook table (netpoll.hooks), non-blocking and close-on-exec, set Go's default
+options, and register it with the running runtime's poller. Every failure is
+an ``OpError`` that names the operation, the network and the addresses, and
+is also the built-in exception a plain socket call would raise.
+"""
+
+from __future__ import annotations
+
+import errno as _errno
+import ipaddress
+import os
+import socket as _socket
+from typing import Any, Optional, Union
+
+from netpoll import hooks
+from netpoll._fd import FD, deadline_ns
+from netpoll.errors import ClosedError, DeadlineExceededError
+
+__all__ = [
+    "listen", "dial", "listen_packet", "Listener", "Conn", "PacketConn",
+    "TCPAddr", "UDPAddr", "UnixAddr", "OpError", "AddrError", "UnknownNetworkError",
+]
+
+STREAM_NETS = {"tcp": None, "tcp4": _socket.AF_INET, "tcp6": _socket.AF_INET6, "unix": _socket.AF_UNIX}
+PACKET_NETS = {"udp": None, "udp4": _socket.AF_INET, "udp6": _socket.AF_INET6, "unixgram": _socket.AF_UNIX}
+
+# sun_path's size: 108 on Linux, 104 on macOS and the BSDs.
+SUN_PATH_MAX = 108 if os.uname().sysname == "Linux" else 104
+
+
+# ---------------------------------------------------------------------------
+# Errors
+# ---------------------------------------------------------------------------
+
+class AddrError(ValueError):
+    """A malformed address (Go's net.AddrError)."""
+
+    def __init__(self, why: str, addr: Any) -> None:
+        super().__init__(f"address {addr!r}: {why}")
+        self.why = why
+        self.addr = addr
+
+
+class UnknownNetworkError(ValueError):
+    """A network name netpoll does not know (Go's net.UnknownNetworkError)."""
+
+    def __init__(self, net: str) -> None:
+        super().__init__(f"unknown network {net!r}")
+        self.net = net
+
+
+class OpError(OSError):
+    """A failed net operation: ``op net source->addr: err``, as Go prints it.
+
+    It is also an instance of ``type(err)`` when ``err`` is an OSError
+    (ConnectionRefusedError, TimeoutError for deadlines, ClosedError, ...),
+    so code written against plain sockets keeps working.
+    """
+
+    op: str
+    net: str
+    source: Optional["Addr"]
+    addr: Optional["Addr"]
+    err: BaseException
+
+    def __str__(self) -> str:
+        s = self.op
+        if self.net:
+            s += " " + self.net
+        if self.source is not None:
+            s += " " + str(self.source)
+        if self.addr is not None:
+            s += ("->" if self.source is not None else " ") + str(self.addr)
+        return f"{s}: {getattr(self.err, 'strerror', None) or self.err}"
+
+    def timeout(self) -> bool:
+        return isinstance(self.err, TimeoutError)
+
+    def temporary(self) -> bool:
+        if self.op == "accept" and isinstance(self.err, (ConnectionResetError, ConnectionAbortedError)):
+            return True
+        return isinstance(self.err, (TimeoutError, InterruptedError)) or getattr(
+            self.err, "errno", None) in (_errno.EMFILE, _errno.ENFILE)
+
+
+_operror_classes: dict[type, type] = {}
+
+
+def operror(op: str, net: str, source: Any, addr: Any, err: BaseException) -> OpError:
+    """An OpError for ``err``, of a class that also derives from ``type(err)``."""
+    if isinstance(err, OpError):
+        return err
+    base = type(err)
+    cls = _operror_classes.get(base)
+    if cls is None:
+        cls = OpError if base is OSError or not isinstance(err, Exception) else type(
+            f"OpError[{base.__name__}]", (OpError, base), {})
+        _operror_classes[base] = cls
+    code = getattr(err, "errno", None)
+    e = cls.__new__(cls, code, str(err)) if code is not None else cls.__new__(cls, str(err))
+    OSError.__init__(e, *((code, getattr(err, "strerror", None) or str(err)) if code is not None else (str(err),)))
+    e.op, e.net, e.source, e.addr, e.err = op, net, source, addr, err
+    e.__cause__ = err
+    return e
+
+
+# ---------------------------------------------------------------------------
+# Addresses
+# ---------------------------------------------------------------------------
+
+class TCPAddr:
+    """An IP endpoint; ``str()`` gives Go's form, "127.0.0.1:80" or "[::1]:80"."""
+
+    __slots__ = ("host", "port", "zone")
+    network = "tcp"
+
+    def __init__(self, host: str, port: int, zone: str = "") -> None:
+        self.host, self.port, self.zone = host, port, zone
+
+    @property
+    def family(self) -> int:
+        return _socket.AF_INET6 if ":" in self.host else _socket.AF_INET
+
+    def sockaddr(self) -> tuple:
+        if self.family == _socket.AF_INET6:
+            host = f"{self.host}%{self.zone}" if self.zone else self.host
+            return (host, self.port, 0, 0)
+        return (self.host, self.port)
+
+    def __str__(self) -> str:
+        host = f"{self.host}%{self.zone}" if self.zone else self.host
+        return f"[{host}]:{self.port}" if ":" in self.host else f"{host}:{self.port}"
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({str(self)!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and (self.host, self.port, self.zone) == (
+            other.host, other.port, other.zone)  # type: ignore[attr-defined]
+
+    def __hash__(self) -> int:
+        return hash((type(self), self.host, self.port, self.zone))
+
+    def __iter__(self):  # so that `host, port = addr` works
+        return iter((self.host, self.port))
+
+
+class UDPAddr(TCPAddr):
+    __slots__ = ()
+    network = "udp"
+
+
+class UnixAddr:
+    __slots__ = ("path", "network")
+
+    def __init__(self, path: str, network: str = "unix") -> None:
+        self.path, self.network = path, network
+
+    family = _socket.AF_UNIX
+
+    def sockaddr(self) -> str:
+        return self.path
+
+    def __str__(self) -> str:
+        return self.path
+
+    def __repr__(self) -> str:
+        return f"UnixAddr({self.path!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, UnixAddr) and other.path == self.path
+
+    def __hash__(self) -> int:
+        return hash((UnixAddr, self.path))
+
+
+Addr = Union[TCPAddr, UDPAddr, UnixAddr]
+AddrLike = Union[str, tuple, Addr]
+
+
+def _split_host_port(s: str) -> tuple[str, str]:
+    if s.startswith("["):
+        end = s.find("]")
+        if end < 0:
+            raise AddrError("missing ']' in address", s)
+        host, rest = s[1:end], s[end + 1:]
+        if not rest.startswith(":"):
+            raise AddrError("missing port in address", s)
+        return host, rest[1:]
+    if ":" not in s:
+        raise AddrError("missing port in address", s)
+    host, port = s.rsplit(":", 1)
+    if ":" in host:
+        raise AddrError("too many colons in address", s)
+    return host, port
+
+
+def _port(p: Any, addr: Any) -> int:
+    if isinstance(p, bool):
+        raise AddrError("invalid port", addr)
+    if isinstance(p, str):
+        if p.isdigit():
+            p = int(p)
+        elif p:
+            try:
+                p = _socket.getservbyname(p)
+            except OSError:
+                raise AddrError(f"unknown port {p!r}", addr) from None
+        else:
+            raise AddrError("missing port in address", addr)
+    if not isinstance(p, int):
+        raise AddrError(f"port must be an int, not {type(p).__name__}", addr)
+    if not 0 <= p <= 65535:
+        raise AddrError(f"port {p} out of range 0-65535", addr)
+    return p
+
+
+def _ip_addr(net: str, address: AddrLike, cls: type, family: Optional[int]) -> TCPAddr:
+    if isinstance(address, (TCPAddr, UDPAddr)):
+        host, port, zone = address.host, address.port, address.zone
+    elif isinstance(address, tuple):
+        if len(address) not in (2, 4):
+            raise AddrError("an IP address tuple is (host, port)", address)
+        host, port, zone = address[0], _port(address[1], address), ""
+    elif isinstance(address, str):
+        if not address:
+            raise AddrError("missing address", address)
+        host, p = _split_host_port(address)
+        port, zone = _port(p, address), ""
+    else:
+        raise AddrError(f"{net} address must be 'host:port' or (host, port), not {type(address).__name__}", address)
+    if not isinstance(host, str):
+        raise AddrError("host must be a str", address)
+    if "%" in host:
+        host, zone = host.split("%", 1)
+    if host:
+        try:
+            ip = ipaddress.ip_address(host)
+        except ValueError:
+            ip = _resolve(net, host, family, address)
+        if family == _socket.AF_INET and ip.version != 4:
+            raise AddrError(f"{net} needs an IPv4 address", address)
+        if family == _socket.AF_INET6 and ip.version != 6:
+            raise AddrError(f"{net} needs an IPv6 address", address)
+        host = str(ip)
+    return cls(host, port, zone)
+
+
+def _resolve(net: str, host: str, family: Optional[int], address: Any):
+    # Host names go through the system resolver (blocking, like getaddrinfo).
+    try:
+        infos = _socket.getaddrinfo(host, None, family or 0, _socket.SOCK_STREAM)
+    except _socket.gaierror as e:
+        raise AddrError(f"no such host ({e.strerror})", address) from None
+    return ipaddress.ip_address(infos[0][4][0])
+
+
+def _unix_addr(net: str, address: AddrLike) -> UnixAddr:
+    if isinstance(address, UnixAddr):
+        path = address.path
+    elif isinstance(address, (str, bytes, os.PathLike)):
+        path = os.fsdecode(address)
+    else:
+        raise AddrError(f"{net} address must be a path, not {type(address).__name__}", address)
+    if not path:
+        raise AddrError("missing address", address)
+    # An abstract socket ("\0name") is not a file; neither is truncated.
+    if len(os.fsencode(path)) >= SUN_PATH_MAX:
+        raise AddrError(f"unix socket path longer than sun_path ({SUN_PATH_MAX - 1} bytes)", address)
+    return UnixAddr(path, net)
+
+
+def resolve_addr(net: str, address: AddrLike) -> Addr:
+    """Parse ``address`` for network ``net`` (Go's ResolveTCPAddr and friends)."""
+    if net in ("unix", "unixgram"):
+        return _unix_addr(net, address)
+    if net in STREAM_NETS:
+        return _ip_addr(net, address, TCPAddr, STREAM_NETS[net])
+    if net in PACKET_NETS:
+        return _ip_addr(net, address, UDPAddr, PACKET_NETS[net])
+    raise UnknownNetworkError(net)
+
+
+def _sockaddr_to_addr(net: str, sa: Any) -> Optional[Addr]:
+    if sa is None or sa == "" or sa == b"":
+        return None
+    if isinstance(sa, (str, bytes)):
+        return UnixAddr(os.fsdecode(sa), net)
+    cls = UDPAddr if net.startswith("udp") else TCPAddr
+    host = sa[0]
+    zone = ""
+    if "%" in host:
+        host, zone = host.split("%", 1)
+    return cls(host, sa[1], zone)
+
+
+def _family_for(net: str, addr: Addr) -> int:
+    fam = (STREAM_NETS.get(net) if net in STREAM_NETS else PACKET_NETS.get(net))
+    if fam is not None:
+        return fam
+    return addr.family
+
+
+def listener_backlog() -> int:
+    """Go's listenerBacklog: /proc/sys/net/core/somaxconn capped at 65535,
+    else SOMAXCONN."""
+    try:
+        with open("/proc/sys/net/core/somaxconn") as f:
+            n = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        n = 0
+    if n <= 0:
+        return _socket.SOMAXCONN
+    return min(n, 65535)
+
+
+def _check_net(op: str, net: Any, table: dict) -> str:
+    if not isinstance(net, str) or net not in table:
+        raise operror(op, str(net), None, None, UnknownNetworkError(str(net)))
+    return net
+
+
+def _new_socket(op: str, net: str, family: int, sotype: int, source: Any, addr: Any):
+    try:
+        return hooks.socket(family, sotype, 0)
+    except OSError as e:
+        raise operror(op, net, source, addr, e) from None
+
+
+def _close_quietly(sock: _socket.socket) -> None:
+    try:
+        hooks.close(sock)
+    except OSError:
+        pass
+
+
+def _set_tcp_defaults(sock: _socket.socket) -> None:
+    # Go: TCP_NODELAY on every TCP conn, keep-alive on with 15 s idle.
+    try:
+        sock.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_NODELAY, 1)
+        sock.setsockopt(_socket.SOL_SOCKET, _socket.SO_KEEPALIVE, 1)
+        if hasattr(_socket, "TCP_KEEPIDLE"):
+            sock.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_KEEPIDLE, 15)
+            sock.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_KEEPINTVL, 15)
+    except OSError:
+        pass
+
+
+def _set_v6only(sock: _socket.socket, net: str, addr: Addr) -> None:
+    # "tcp"/"udp" on the IPv6 wildcard listen dual-stack; "tcp6"/"udp6" not.
+    if addr.family == _socket.AF_INET6:
+        try:
+            sock.setsockopt(_socket.IPPROTO_IPV6, _socket.IPV6_V6ONLY, 1 if net.endswith("6") else 0)
+        except OSError:
+            pass
+
+
+def _wildcard(net: str, addr: TCPAddr) -> TCPAddr:
+    if addr.host:
+        return addr
+    fam = STREAM_NETS.get(net) or PACKET_NETS.get(net)
+    if fam == _socket.AF_INET or (fam is None and not _socket.has_ipv6):
+        return type(addr)("0.0.0.0", addr.port)
+    return type(addr)("::", addr.port)
+
+
+# ---------------------------------------------------------------------------
+# Conn, Listener, PacketConn
+# ---------------------------------------------------------------------------
+
+class _NetFD(FD):
+    """An FD with the net layer's names: network, local and remote address."""
+
+    net: str
+    _laddr: Optional[Addr]
+    _raddr: Optional[Addr]
+
+    def _init(self, net: str, laddr: Optional[Addr], raddr: Optional[Addr]) -> None:
+        self.net = net
+        self._laddr = laddr
+        self._raddr = raddr
+
+    @property
+    def local_addr(self) -> Optional[Addr]:
+        if self._laddr is None and not self.closed:
+            self._laddr = _sockaddr_to_addr(self.net, self.sock.getsockname())
+        return self._laddr
+
+    @property
+    def remote_addr(self) -> Optional[Addr]:
+        if self._raddr is None and not self.closed:
+            try:
+                self._raddr = _sockaddr_to_addr(self.net, self.sock.getpeername())
+            except OSError:
+                return None
+        return self._raddr
+
+    def wrap_error(self, op: str, err: BaseException) -> BaseException:
+        if op == "accept":
+            return operror(op, self.net, None, self._laddr, err)
+        return operror(op, self.net, self._laddr, self._raddr, err)
+
+    def close(self) -> None:
+        """Close; blocked operations wake with ClosedError. Closing twice is a no-op."""
+        if self.closed:
+            return
+        if self._raddr is None and self.net not in ("unixgram",):
+            self.remote_addr  # noqa: B018 - keep it for error messages after close
+        try:
+            FD.close(self)
+        except OSError as e:
+            raise operror("close", self.net, self._laddr, self._raddr, e) from None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else f"fd={self.sysfd}"
+        return f"<{type(self).__name__} {self.net} {self._laddr}->{self._raddr} {state}>"
+
+
+class Conn(_NetFD):
+    """A stream connection (TCP or Unix).
+
+    ``await read(buf)`` reads into a writable buffer and returns the count, 0
+    at EOF; ``await write(data)`` writes all of data. Both raise OpError.
+    """
+
+    def set_deadline(self, t: Optional[float], mode: str = "rw") -> None:  # type: ignore[override]
+        """Read and write deadline: absolute ``netpoll.now()`` seconds, None clears."""
+        try:
+            FD.set_deadline(self, t, mode)
+        except OSError as e:
+            raise operror("set", self.net, None, self._laddr, e) from None
+
+    def set_read_deadline(self, t: Optional[float]) -> None:
+        self.set_deadline(t, "r")
+
+    def set_write_deadline(self, t: Optional[float]) -> None:
+        self.set_deadline(t, "w")
+
+    def close_write(self) -> None:
+        """Shut down the writing side (the peer reads EOF)."""
+        self._shutdown(_socket.SHUT_WR)
+
+    def close_read(self) -> None:
+        self._shutdown(_socket.SHUT_RD)
+
+    def _shutdown(self, how: int) -> None:
+        try:
+            self.shutdown(how)
+        except OSError as e:
+            raise operror("close", self.net, self._laddr, self._raddr, e) from None
+
+    def _setopt(self, level: int, opt: int, value: Any) -> None:
+        try:
+            self.control(lambda s: s.setsockopt(level, opt, value))
+        except OSError as e:
+            raise operror("set", self.net, self._laddr, self._raddr, e) from None
+
+    def set_no_delay(self, on: bool = True) -> None:
+        self._setopt(_socket.IPPROTO_TCP, _socket.TCP_NODELAY, int(on))
+
+    def set_keep_alive(self, on: bool = True) -> None:
+        self._setopt(_socket.SOL_SOCKET, _socket.SO_KEEPALIVE, int(on))
+
+    def set_linger(self, sec: Optional[int]) -> None:
+        """None: the OS default; 0: discard unsent data and reset on close; > 0: linger."""
+        import struct
+
+        on, sec = (0, 0) if sec is None or sec < 0 else (1, int(sec))
+        self._setopt(_socket.SOL_SOCKET, _socket.SO_LINGER, struct.pack("ii", on, sec))
+
+
+class Listener(_NetFD):
+    """A stream listener; ``await accept()`` returns a Conn."""
+
+    _unlink: Optional[str] = None
+
+    @property
+    def addr(self) -> Addr:
+        return self._laddr  # type: ignore[return-value]
+
+    async def accept(self) -> Conn:  # type: ignore[override]
+        sock, _ = await FD.accept(self)
+        try:
+            conn = Conn(sock)
+        except BaseException as e:
+            _close_quietly(sock)
+            if isinstance(e, OSError):
+                raise operror("accept", self.net, None, self._laddr, e) from None
+            raise
+        if self.net != "unix":
+            _set_tcp_defaults(sock)
+        conn._init(self.net, self._laddr if self.net == "unix" else None, None)
+        return conn
+
+    def set_deadline(self, t: Optional[float], mode: str = "rw") -> None:  # type: ignore[override]
+        try:
+            FD.set_deadline(self, t, mode)
+        except OSError as e:
+            raise operror("set", self.net, None, self._laddr, e) from None
+
+    def close(self) -> None:
+        was_open = not self.closed
+        super().close()
+        if was_open and self._unlink:
+            try:
+                os.unlink(self._unlink)
+            except OSError:
+                pass
+
+
+class PacketConn(_NetFD):
+    """A datagram socket (UDP or unixgram)."""
+
+    async def read_from(self, buf: Any) -> tuple[int, Optional[Addr]]:
+        """Receive one datagram into ``buf`` (truncated to fit): (n, sender)."""
+        n, sa = await self.recvfrom(buf)
+        return n, _sockaddr_to_addr(self.net, sa)
+
+    async def write_to(self, data: Any, addr: AddrLike) -> int:
+        """Send ``data`` as one datagram to ``addr``; returns len(data)."""
+        try:
+            a = resolve_addr(self.net, addr)
+        except (AddrError, UnknownNetworkError) as e:
+            raise operror("write", self.net, self._laddr, None, e) from None
+        return await self.sendto(data, self._family_sockaddr(a))
+
+    def _family_sockaddr(self, a: Addr) -> Any:
+        if isinstance(a, TCPAddr) and self.sock.family == _socket.AF_INET6 and a.family == _socket.AF_INET:
+            return (f"::ffff:{a.host}", a.port, 0, 0)
+        return a.sockaddr()
+
+    def set_deadline(self, t: Optional[float], mode: str = "rw") -> None:  # type: ignore[override]
+        try:
+            FD.set_deadline(self, t, mode)
+        except OSError as e:
+            raise operror("set", self.net, None, self._laddr, e) from None
+
+    def set_read_deadline(self, t: Optional[float]) -> None:
+        self.set_deadline(t, "r")
+
+    def set_write_deadline(self, t: Optional[float]) -> None:
+        self.set_deadline(t, "w")
+
+    # A connected datagram socket (net.dial("udp", ...)) also reads and writes.
+
+
+# ---------------------------------------------------------------------------
+# listen, dial, listen_packet
+# ---------------------------------------------------------------------------
+
+def listen(network: str, address: AddrLike, backlog: Optional[int] = None) -> Listener:
+    """Socket, bind and listen in one call (tcp, tcp4, tcp6, unix).
+
+    ``backlog`` defaults to the system's somaxconn (capped at 65535); unlike
+    Go, a caller may pass its own.
+    """
+    net = _check_net("listen", network, STREAM_NETS)
+    try:
+        laddr = resolve_addr(net, address)
+        if backlog is None:
+            backlog = listener_backlog()
+        elif isinstance(backlog, bool) or not isinstance(backlog, int) or backlog < 0:
+            raise ValueError(f"backlog must be an int >= 0, not {backlog!r}")
+    except ValueError as e:
+        raise operror("listen", net, None, None, e) from None
+    if isinstance(laddr, TCPAddr):
+        laddr = _wildcard(net, laddr)
+    sock = _new_socket("listen", net, _family_for(net, laddr), _socket.SOCK_STREAM, None, laddr)
+    try:
+        if isinstance(laddr, TCPAddr):
+            sock.setsockopt(_socket.SOL_SOCKET, _socket.SO_REUSEADDR, 1)
+            _set_v6only(sock, net, laddr)
+        sock.bind(laddr.sockaddr())
+        hooks.listen(sock, backlog)
+        ln = Listener(sock)
+    except OSError as e:
+        _close_quietly(sock)
+        raise operror("listen", net, None, laddr, e) from None
+    ln._init(net, _sockaddr_to_addr(net, sock.getsockname()), None)
+    if isinstance(laddr, UnixAddr) and not laddr.path.startswith("\0"):
+        ln._unlink = laddr.path
+    return ln
+
+
+def listen_packet(network: str, address: AddrLike) -> PacketConn:
+    """A bound datagram socket (udp, udp4, udp6, unixgram)."""
+    net = _check_net("listen", network, PACKET_NETS)
+    try:
+        laddr = resolve_addr(net, address)
+    except ValueError as e:
+        raise operror("listen", net, None, None, e) from None
+    if isinstance(laddr, TCPAddr):
+        laddr = _wildcard(net, laddr)
+    sock = _new_socket("listen", net, _family_for(net, laddr), _socket.SOCK_DGRAM, None, laddr)
+    try:
+        if isinstance(laddr, TCPAddr):
+            sock.setsockopt(_socket.SOL_SOCKET, _socket.SO_BROADCAST, 1)
+            _set_v6only(sock, net, laddr)
+        sock.bind(laddr.sockaddr())
+        pc = PacketConn(sock, stream=False)
+    except OSError as e:
+        _close_quietly(sock)
+        raise operror("listen", net, None, laddr, e) from None
+    pc._init(net, _sockaddr_to_addr(net, sock.getsockname()), None)
+    return pc
+
+
+async def dial(network: str, address: AddrLike, timeout: Optional[float] = None,
+               local_addr: Optional[AddrLike] = None) -> Union[Conn, PacketConn]:
+    """Connect to ``address`` (tcp, tcp4, tcp6, unix, udp, udp4, udp6, unixgram).
+
+    ``timeout`` (seconds) bounds the connect; a timeout <= 0 fails at once
+    with a TimeoutError. The connect is non-blocking: EINPROGRESS, wait for
+    writability, read SO_ERROR, and confirm with getpeername (a poller may
+    wake spuriously).
+    """
+    from netpoll.runtime import now
+
+    all_nets = {**STREAM_NETS, **PACKET_NETS}
+    net = _check_net("dial", network, all_nets)
+    try:
+        raddr = resolve_addr(net, address)
+        laddr = resolve_addr(net, local_addr) if local_addr is not None else None
+        if timeout is not None:
+            deadline = now() + float(timeout)
+            deadline_ns(deadline)  # NaN is a ValueError here
+    except (ValueError, TypeError) as e:
+        raise operror("dial", net, None, None, e) from None
+    if timeout is not None and timeout <= 0:
+        raise operror("dial", net, laddr, raddr, DeadlineExceededError())
+    stream = net in STREAM_NETS
+    sock = _new_socket("dial", net, _family_for(net, raddr), _socket.SOCK_STREAM if stream else _socket.SOCK_DGRAM,
+                       laddr, raddr)
+    fd: Optional[_NetFD] = None
+    try:
+        if not stream and not isinstance(raddr, UnixAddr):
+            sock.setsockopt(_socket.SOL_SOCKET, _socket.SO_BROADCAST, 1)
+        if laddr is not None:
+            sock.bind(laddr.sockaddr())
+        err = hooks.connect(sock, raddr.sockaddr())
+        if err not in (0, _errno.EISCONN, _errno.EINPROGRESS, _errno.EALREADY, _errno.EINTR):
+            raise OSError(err, os.strerror(err))
+        fd = (Conn if stream else PacketConn)(sock, stream=stream)
+        fd._init(net, None, raddr)
+        if err in (_errno.EINPROGRESS, _errno.EALREADY, _errno.EINTR):
+            if timeout is not None:
+                fd.set_deadline(deadline, "w")
+            await _connect_wait(fd, sock)
+            if timeout is not None:
+                fd.set_deadline(None, "w")
+    except BaseException as e:
+        if fd is not None:
+            fd.close()
+        else:
+            _close_quietly(sock)
+        if isinstance(e, OSError):
+            raise operror("dial", net, laddr, raddr, e) from None
+        raise
+    if stream and net != "unix":
+        _set_tcp_defaults(sock)
+    fd._laddr = _sockaddr_to_addr(net, sock.getsockname())
+    return fd
+
+
+async def _connect_wait(fd: _NetFD, sock: _socket.socket) -> None:
+    while True:
+        await fd.wait_write()
+        err = hooks.getsockopt(sock, _socket.SOL_SOCKET, _socket.SO_ERROR)
+        if err in (_errno.EINPROGRESS, _errno.EALREADY, _errno.EINTR):
+            continue
+        if err == _errno.EISCONN:
+            return
+        if err:
+            raise OSError(err, os.strerror(err))
+        # SO_ERROR 0 can come with a spurious wakeup (Go issues 14548,
+        # 19289): only a peer name proves the connection.
+        try:
+            sock.getpeername()
+            return
+        except OSError:
+            continue
