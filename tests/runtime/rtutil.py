@@ -1,0 +1,115 @@
+"""Helpers shared by the runtime tests: sockets registered with the running
+runtime's poller, the read/write loops of the FD layer written out by hand,
+and descriptor counting for leak checks."""
+
+from __future__ import annotations
+
+import os
+import socket
+from typing import Optional
+
+from netpoll import _sched
+from netpoll._netpoll import monotonic_ns, pollclose
+
+MS = 1_000_000  # nanoseconds
+
+
+def fd_count() -> int:
+    """How many descriptors this process has open."""
+    for d in ("/proc/self/fd", "/dev/fd"):
+        try:
+            return len(os.listdir(d))
+        except OSError:
+            continue
+    raise RuntimeError("cannot count open descriptors here")
+
+
+class Pair:
+    """A non-blocking socketpair whose ``a`` end is registered with the
+    running runtime (``pd``); ``b`` is the peer, driven directly."""
+
+    def __init__(self, family: int = socket.AF_UNIX) -> None:
+        self.sched = _sched.current()
+        self.a, self.b = socket.socketpair(family, socket.SOCK_STREAM)
+        self.a.setblocking(False)
+        self.b.setblocking(False)
+        self.pd = self.sched.pollopen(self.a.fileno())
+        self.closed = False
+
+    def set_deadline(self, d: int, mode: str) -> None:
+        self.sched.wake(self.pd.set_deadline(d, mode))
+
+    def evict(self) -> None:
+        self.sched.wake(self.pd.evict())
+
+    def close(self) -> None:
+        """The FD layer's close: evict (wake every waiter), deregister, close."""
+        if self.closed:
+            return
+        self.closed = True
+        if not self.pd.closing:
+            self.evict()
+        pollclose(self.pd)
+        self.a.close()
+        self.b.close()
+
+    async def read(self, n: int = 65536) -> bytes:
+        """FD.read: try recv, wait for 'r' on EAGAIN, try again."""
+        while True:
+            try:
+                return self.a.recv(n)
+            except BlockingIOError:
+                await self.pd.wait("r")
+
+    async def write(self, data: bytes) -> None:
+        """FD.write: send it all, waiting for 'w' whenever the buffer is full."""
+        view = memoryview(data)
+        while view:
+            try:
+                view = view[self.a.send(view):]
+            except BlockingIOError:
+                await self.pd.wait("w")
+
+    def fill(self) -> int:
+        """Fill ``a``'s send path until it would block; returns bytes queued."""
+        return fill(self.a)
+
+    def drain_peer(self) -> int:
+        return drain(self.b)
+
+
+def fill(sock: socket.socket, limit: int = 64 << 20) -> int:
+    total = 0
+    chunk = b"\0" * 65536
+    while total < limit:
+        try:
+            total += sock.send(chunk)
+        except BlockingIOError:
+            return total
+    raise AssertionError(f"socket still writable after {limit} bytes")
+
+
+def drain(sock: socket.socket, limit: int = 64 << 20) -> int:
+    total = 0
+    while total < limit:
+        try:
+            n = len(sock.recv(1 << 20))
+        except BlockingIOError:
+            return total
+        if n == 0:
+            return total
+        total += n
+    raise AssertionError(f"socket still readable after {limit} bytes")
+
+
+def after(ms: float) -> int:
+    """An absolute deadline ``ms`` milliseconds from now."""
+    return monotonic_ns() + int(ms * MS)
+
+
+def parked_on(pd, mode: str, g: Optional[object] = None) -> bool:
+    """Whether a goroutine (``g`` if given) is parked in ``pd``'s ``mode`` semaphore."""
+    s = pd.sema(mode)
+    if g is not None:
+        return s is g
+    return isinstance(s, _sched.G)
