@@ -51,8 +51,6 @@ elif SHIM:
         )
     )
 
-extensions = [e for e in extensions if all(os.path.exists(os.path.join(HERE, s)) for s in e.sources)]
-
 setup(
     ext_modules=cythonize(
         extensions,

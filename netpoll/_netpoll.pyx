@@ -374,7 +374,9 @@ cdef class PollDesc:
 
 
 cdef int netpollcheckerr(PollDesc pd, int mode) noexcept:
-    if pd.closing:
+    # A descriptor whose poller was closed (its runtime ended) is closed too:
+    # nothing could ever wake a waiter on it.
+    if pd.closing or pd.backend is None or pd.backend.closed:
         return pollErrClosing
     if (mode == MODE_R and pd.rd < 0) or (mode == MODE_W and pd.wd < 0):
         return pollErrTimeout

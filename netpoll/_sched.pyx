@@ -386,6 +386,9 @@ cdef class Sched:
                 self.timers.run(now, to_run)
                 if to_run:
                     self.readylist(to_run)
+                # Drop our references: a goroutine that dies unobserved must
+                # be freed at once so its lost exception is seen (weakref).
+                to_run = None
                 if self.injected:
                     self.injectglist()
                 # 3. The poller: a non-blocking look when goroutines are
@@ -408,6 +411,7 @@ cdef class Sched:
                 to_run = backend.netpoll(delay)
                 if to_run:
                     self.readylist(to_run)
+                to_run = None
                 if self.injected:
                     self.injectglist()
         finally:
