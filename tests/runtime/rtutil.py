@@ -43,12 +43,15 @@ class Pair:
         self.sched.wake(self.pd.evict())
 
     def close(self) -> None:
-        """The FD layer's close: evict (wake every waiter), deregister, close."""
+        """The FD layer's close: evict (wake every waiter), deregister, close.
+        Also usable after run() has ended, to clean up after a failed test."""
         if self.closed:
             return
         self.closed = True
         if not self.pd.closing:
-            self.evict()
+            woken = self.pd.evict()
+            if _sched.running():
+                self.sched.wake(woken)
         pollclose(self.pd)
         self.a.close()
         self.b.close()
