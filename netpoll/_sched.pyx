@@ -432,7 +432,7 @@ cdef class Sched:
         cdef G g
         while self.allgs:
             g = self.allgs.pop()
-            if g is main:
+            if g is main and main.done:
                 continue
             try:
                 g.coro.close()
@@ -454,6 +454,8 @@ cdef class Sched:
     def go_threadsafe(self, coro):
         """Start a goroutine from any thread."""
         with self.lock:
+            if self.backend.closed:
+                raise RuntimeError("go_threadsafe: the runtime has ended")
             self.injected.append(coro)
         self.backend.netpollbreak()
 

@@ -689,10 +689,6 @@ def test_leftover_poll_waiters_closed_without_error_or_leak(backend_name):
     assert fd_count() == before
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "runtime bug: Sched.shutdown skips the main goroutine (`if g is main: "
-    "continue`) even when main is still parked, so main's finally blocks do "
-    "not run when run() raises; its sockets stay open"))
 @pytest.mark.parametrize("ending", ["lost exception", "deadlock", "KeyboardInterrupt"])
 def test_main_is_closed_when_run_raises(backend_name, ending):
     # run() ends with an error while main is still parked. main must be
