@@ -9,7 +9,8 @@
 #   writes to it only when `wakesig` was clear; only a blocking netpoll drains
 #   it and clears `wakesig`, so a non-blocking poll that sees it leaves the
 #   break pending for the next blocking one: breaks coalesce and none is lost.
-# Modes: IN|RDHUP|HUP|ERR -> 'r'; OUT|HUP|ERR -> 'w'; ERR alone sets everr.
+# Modes: IN|RDHUP|HUP|ERR -> 'r'; OUT|HUP|ERR -> 'w'; ERR alone sets everr;
+#   RDHUP|HUP|ERR set hup.
 # Stale events: the cookie is the PollDesc token (pollcache slot << 32 |
 #   fdseq); netpolltoken drops a cookie whose fdseq moved on. The eventfd's
 #   cookie is all ones, a slot the pollcache never reaches.
@@ -122,6 +123,8 @@ cdef class EpollBackend(Backend):
             if pd is None:
                 continue
             pd.everr = m == EPOLLERR
+            if m & (EPOLLRDHUP | EPOLLHUP | EPOLLERR):
+                pd.hup = True
             netpollready(to_run, pd, mode)
         return to_run
 

@@ -219,6 +219,8 @@ cdef class KqueueBackend(Backend):
             if pd is None:
                 continue
             pd.everr = ev.flags == EV_ERROR
+            if ev.flags & (EV_EOF | EV_ERROR):
+                pd.hup = True
             netpollready(to_run, pd, mode)
         return to_run
 

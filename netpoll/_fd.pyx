@@ -28,7 +28,7 @@ import errno as _errno
 import os as _os
 
 from netpoll._netpoll cimport (PollDesc, Park, Timers, nanotime, pollreset,
-                               MODE_R, MODE_W, MODE_RW)
+                               pdReady, MODE_R, MODE_W, MODE_RW)
 from netpoll._sched cimport Sched, getsched
 
 from netpoll import hooks as _hooks
@@ -99,6 +99,7 @@ cdef class FD:
     cdef Sched sched
     # fdMutex
     cdef bint fdclosed, rlock, wlock
+    cdef bint rdrained              # the last read was short (see read)
     cdef Py_ssize_t refs
     cdef list rwait, wwait
 
@@ -235,6 +236,7 @@ cdef class FD:
         cdef ssize_t n
         cdef size_t want
         cdef int err
+        cdef bint probe
         PyObject_GetBuffer(buf, &view, PyBUF_WRITABLE)
         try:
             w = self.rwlock(True)
@@ -243,15 +245,29 @@ cdef class FD:
             try:
                 if view.len == 0:
                     return 0
+                # The last read came up short, so the stream was empty then,
+                # and no readiness has been seen since: any data that arrived
+                # after it raises a new edge (or is seen by a level poll once
+                # armed), so skip the read that would fail with EAGAIN and
+                # wait first. Not after a hang-up: a FIN that came before that
+                # read makes the next one return EOF with no new edge. Checked
+                # before pollreset, which drops the readiness that says "read".
+                probe = not self.rdrained or self.pd.rg == pdReady or self.pd.hup
                 err = pollreset(self.pd, MODE_R)
                 if err:
                     raise _pollerr(err)
+                if not probe:
+                    await self.pd.rwait
                 want = view.len
                 if self.stream and want > MAX_RW:
                     want = MAX_RW
                 while True:
                     n = c_read(self.sysfd, view.buf, want)
                     if n >= 0:
+                        # A short read empties a stream socket's receive
+                        # queue (TCP and unix stream reads copy every queued
+                        # segment); a datagram read says nothing about the next.
+                        self.rdrained = self.stream and 0 < n < <ssize_t>want
                         return n
                     err = errno
                     if err == EAGAIN:
@@ -448,6 +464,8 @@ cdef class FD:
 
     def shutdown(self, how):
         self.incref()
+        # A local shutdown makes the next read return EOF: probe it.
+        self.rdrained = False
         try:
             self.sock.shutdown(how)
         finally:

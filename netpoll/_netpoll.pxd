@@ -89,6 +89,8 @@ cdef class PollDesc:
     cdef readonly uint32_t slot     # index in the pollcache
     cdef readonly bint closing
     cdef readonly bint everr        # last delivered event was an error only
+    cdef readonly bint hup          # a hang-up or error was delivered (sticky);
+                                    # edge-triggered backends must set it
     cdef int rg, wg                 # pdNil / pdReady / pdWait / pdG
     cdef object rgp, wgp            # the parked goroutines when rg/wg == pdG
     cdef int64_t rd, wd             # deadlines: 0 none, > 0 nanotime, < 0 expired

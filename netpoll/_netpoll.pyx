@@ -35,7 +35,10 @@ netpollbreak()
 Event to mode: readable, read hang-up, hang-up and error give 'r'; writable,
 hang-up and error give 'w'. An event that is an error and nothing else sets
 the descriptor's event error (reported to readers as "not pollable"); any
-other event clears it.
+other event clears it. Edge-triggered backends also set ``pd.hup`` on any
+hang-up or error: after that a read may find EOF with no further edge, so
+the FD layer stops skipping its probing read (level-triggered backends report
+a pending EOF whenever armed and need not).
 
 Capabilities, as class attributes: ``name``, ``edge_triggered``,
 ``needs_arm``, ``max_fd`` (None when unlimited).
@@ -694,6 +697,7 @@ def pollopen(Backend backend, int fd, Timers timers=None):
     pd.fd = fd
     pd.closing = False
     pd.everr = False
+    pd.hup = False
     pd.rseq += 1
     pd.wseq += 1
     pd.rg = pdNil
