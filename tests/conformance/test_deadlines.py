@@ -1,0 +1,151 @@
+"""Backend conformance: deadlines and eviction at the PollDesc level.
+
+A Timers heap stands in for the scheduler's timers: run_due(now) fires what
+is due at ``now`` and returns the waiters it woke.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+import netpoll
+from conformance_support import MS, Waiter, settle_edges, wait_for
+from netpoll._netpoll import Timers, monotonic_ns
+
+
+@pytest.fixture
+def timed(backend, kit):
+    a, b = kit.socketpair()
+    timers = Timers()
+    pd = kit.open(a, timers)
+    return pd, timers, a, b
+
+
+def test_past_deadline_wakes_the_waiter_and_fails_the_next_park(backend, timed):
+    pd, timers, a, b = timed
+    r = Waiter("r")
+    assert pd.park("r", r) is False
+    assert pd.set_deadline(-1, "r") == [r]
+    assert pd.sema("r") == 0, "a timeout leaves no pending readiness"
+    with pytest.raises(netpoll.DeadlineExceededError):
+        pd.park("r", Waiter("r2"))
+    with pytest.raises(netpoll.DeadlineExceededError):
+        pd.prepare("r")
+    assert pd.check("r") == 2
+    assert pd.check("w") == 0, "the write direction has no deadline"
+    assert pd.deadlines()[0] < 0
+    # Data that arrives later does not bring the timed-out reader back.
+    b.send(b"x")
+    assert backend.netpoll(20 * MS) == []
+    # Clearing the deadline makes the descriptor usable again, and the data's
+    # readiness reaches the next reader: kept as pdReady (an edge, or an
+    # interest the timed-out reader had armed) or seen once its park arms.
+    assert pd.set_deadline(0, "r") == []
+    r3 = Waiter("r3")
+    if pd.park("r", r3) is False:
+        assert wait_for(backend, r3) == [r3]
+
+
+def test_future_deadline_fires_through_the_timers(backend, timed):
+    pd, timers, a, b = timed
+    now = monotonic_ns()
+    when = now + 50 * MS
+    assert pd.set_deadline(when, "r") == []
+    assert pd.deadlines() == (when, 0)
+    assert timers.next_deadline() == when
+    r = Waiter("r")
+    assert pd.park("r", r) is False
+    assert timers.run_due(now) == []
+    assert timers.run_due(when - 1) == []
+    assert pd.sema("r") is r
+    assert timers.run_due(when) == [r]
+    assert len(timers) == 0
+    with pytest.raises(netpoll.DeadlineExceededError):
+        pd.park("r", Waiter("r2"))
+    assert pd.deadlines()[0] < 0
+
+
+def test_one_deadline_for_both_directions(backend, timed):
+    pd, timers, a, b = timed
+    settle_edges(backend, [pd])
+    now = monotonic_ns()
+    assert pd.set_deadline(now + 10 * MS, "rw") == []
+    r = Waiter("r")
+    assert pd.park("r", r) is False
+    fired = timers.run_due(now + 10 * MS)
+    assert fired == [r]
+    for mode in ("r", "w"):
+        with pytest.raises(netpoll.DeadlineExceededError):
+            pd.park(mode, Waiter(mode))
+
+
+def test_moving_a_deadline_makes_the_old_timer_a_noop(backend, timed):
+    pd, timers, a, b = timed
+    now = monotonic_ns()
+    assert pd.set_deadline(now + 50 * MS, "r") == []
+    r = Waiter("r")
+    assert pd.park("r", r) is False
+    assert pd.set_deadline(now + 200 * MS, "r") == []
+    assert timers.run_due(now + 100 * MS) == [], "the old deadline fired"
+    assert pd.sema("r") is r
+    assert pd.check("r") == 0
+    assert timers.run_due(now + 200 * MS) == [r]
+
+
+def test_clearing_a_deadline_stops_its_timer(backend, timed):
+    pd, timers, a, b = timed
+    now = monotonic_ns()
+    pd.set_deadline(now + 10 * MS, "r")
+    r = Waiter("r")
+    assert pd.park("r", r) is False
+    assert pd.set_deadline(0, "r") == []
+    assert timers.run_due(now + 10**12) == []
+    assert len(timers) == 0
+    assert pd.sema("r") is r
+    b.send(b"x")
+    assert wait_for(backend, r) == [r], "readiness still wakes the waiter"
+
+
+def test_readiness_before_the_deadline_wins(backend, timed):
+    pd, timers, a, b = timed
+    settle_edges(backend, [pd])
+    now = monotonic_ns()
+    pd.set_deadline(now + 10**10, "r")
+    r = Waiter("r")
+    assert pd.park("r", r) is False
+    b.send(b"x")
+    assert wait_for(backend, r) == [r]
+    pd.prepare("r")
+    assert timers.run_due(now) == []
+    assert pd.check("r") == 0
+
+
+def test_evict_wakes_both_waiters_and_later_parks_fail(backend, timed):
+    pd, timers, a, b = timed
+    # Fresh registration, nothing polled yet: both directions park.
+    r, w = Waiter("r"), Waiter("w")
+    assert pd.park("r", r) is False
+    assert pd.park("w", w) is False
+    pd.set_deadline(monotonic_ns() + 10**10, "r")
+    woken = pd.evict()
+    assert sorted(map(id, woken)) == sorted([id(r), id(w)])
+    assert pd.closing
+    for mode in ("r", "w"):
+        with pytest.raises(netpoll.ClosedError):
+            pd.park(mode, Waiter(mode))
+        with pytest.raises(netpoll.ClosedError):
+            pd.prepare(mode)
+        assert pd.check(mode) == 1
+    assert len(timers) == 0, "evict stops the deadline timers"
+    assert pd.set_deadline(-1, "rw") == [], "deadlines on a closing descriptor do nothing"
+    with pytest.raises(netpoll.NetpollError):
+        pd.evict()
+    b.send(b"x")
+    assert backend.netpoll(20 * MS) == [], "an evicted descriptor wakes nobody"
+
+
+def test_double_wait_is_an_invariant_error(backend, timed):
+    pd, timers, a, b = timed
+    assert pd.park("r", Waiter("r")) is False
+    with pytest.raises(netpoll.NetpollError):
+        pd.park("r", Waiter("again"))
