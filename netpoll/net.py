@@ -330,6 +330,12 @@ def _new_socket(op: str, net: str, family: int, sotype: int, source: Any, addr: 
         raise operror(op, net, source, addr, e) from None
 
 
+# What creating, binding or registering a socket with the poller can raise for a
+# reason the caller should see as an OpError: an errno, or a backend limit
+# such as select's FD_SETSIZE (ValueError).
+_WRAPPED = (OSError, ValueError)
+
+
 def _close_quietly(sock: _socket.socket) -> None:
     try:
         hooks.close(sock)
@@ -493,7 +499,7 @@ class Listener(_NetFD):
             conn = Conn(sock)
         except BaseException as e:
             _close_quietly(sock)
-            if isinstance(e, OSError):
+            if isinstance(e, _WRAPPED):
                 raise operror("accept", self.net, None, self._laddr, e) from None
             raise
         if self.net != "unix":
@@ -531,11 +537,25 @@ class PacketConn(_NetFD):
             a = resolve_addr(self.net, addr)
         except (AddrError, UnknownNetworkError) as e:
             raise operror("write", self.net, self._laddr, None, e) from None
-        return await self.sendto(data, self._family_sockaddr(a))
+        try:
+            sa = self._family_sockaddr(a)
+        except AddrError as e:
+            raise operror("write", self.net, self._laddr, a, e) from None
+        try:
+            return await self.sendto(data, sa)
+        except OpError as e:
+            # Go: a WriteTo error names the destination (Addr), not raddr.
+            if e.addr is None:
+                e.addr = a
+            raise
 
     def _family_sockaddr(self, a: Addr) -> Any:
-        if isinstance(a, TCPAddr) and self.sock.family == _socket.AF_INET6 and a.family == _socket.AF_INET:
-            return (f"::ffff:{a.host}", a.port, 0, 0)
+        if isinstance(a, TCPAddr):
+            fam = self.sock.family
+            if fam == _socket.AF_INET6 and a.family == _socket.AF_INET:
+                return (f"::ffff:{a.host}", a.port, 0, 0)
+            if fam == _socket.AF_INET and a.family == _socket.AF_INET6:
+                raise AddrError("non-IPv4 address", str(a))
         return a.sockaddr()
 
     def set_deadline(self, t: Optional[float], mode: str = "rw") -> None:  # type: ignore[override]
@@ -582,9 +602,11 @@ def listen(network: str, address: AddrLike, backlog: Optional[int] = None) -> Li
         sock.bind(laddr.sockaddr())
         hooks.listen(sock, backlog)
         ln = Listener(sock)
-    except OSError as e:
+    except BaseException as e:
         _close_quietly(sock)
-        raise operror("listen", net, None, laddr, e) from None
+        if isinstance(e, _WRAPPED):
+            raise operror("listen", net, None, laddr, e) from None
+        raise
     ln._init(net, _sockaddr_to_addr(net, sock.getsockname()), None)
     if isinstance(laddr, UnixAddr) and not laddr.path.startswith("\0"):
         ln._unlink = laddr.path
@@ -607,9 +629,11 @@ def listen_packet(network: str, address: AddrLike) -> PacketConn:
             _set_v6only(sock, net, laddr)
         sock.bind(laddr.sockaddr())
         pc = PacketConn(sock, stream=False)
-    except OSError as e:
+    except BaseException as e:
         _close_quietly(sock)
-        raise operror("listen", net, None, laddr, e) from None
+        if isinstance(e, _WRAPPED):
+            raise operror("listen", net, None, laddr, e) from None
+        raise
     pc._init(net, _sockaddr_to_addr(net, sock.getsockname()), None)
     return pc
 
@@ -662,7 +686,7 @@ async def dial(network: str, address: AddrLike, timeout: Optional[float] = None,
             fd.close()
         else:
             _close_quietly(sock)
-        if isinstance(e, OSError):
+        if isinstance(e, _WRAPPED):
             raise operror("dial", net, laddr, raddr, e) from None
         raise
     if stream and net != "unix":

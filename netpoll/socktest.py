@@ -161,6 +161,7 @@ class Switch:
             return hooks.DEFAULTS["close"](sock)
         try:
             after = self._before("close", st)
+            st.err = None  # this call's result, not an earlier call's
             hooks.DEFAULTS["close"](sock)
             if after is not None:
                 after(st)
@@ -189,6 +190,7 @@ class Switch:
             return None, fn()
         try:
             after = self._before(call, st)
+            st.err = None  # this call's result, not an earlier call's
             result = fn()
             if after is not None:
                 after(st)
@@ -216,6 +218,7 @@ class Switch:
         if st is None:
             return hooks.DEFAULTS["getsockopt"](sock, level, option)
         after = self._before("getsockopt", st)
+        st.err = None
         value = hooks.DEFAULTS["getsockopt"](sock, level, option)
         st.socket_err = value
         if after is not None:

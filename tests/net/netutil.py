@@ -1,0 +1,127 @@
+"""Helpers shared by the net-layer tests: connected pairs, exact reads,
+filling a connection's send path, and probes for what this host supports."""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import socket
+from typing import Any, Awaitable, Callable
+
+import netpoll
+from netpoll import net
+
+# Timeouts for things that should happen "at once" and for short deadlines.
+SHORT = 0.1
+# How much later than its deadline an operation may return (slow CI hosts).
+SLACK = 2.0
+
+
+def run(backend_name: str, main: Callable[..., Awaitable[Any]], *args: Any) -> Any:
+    """Run ``main(*args)`` as the main goroutine under ``backend_name``."""
+    return netpoll.run(main(*args), backend=backend_name)
+
+
+async def stream_pair(network: str = "tcp", address: Any = "127.0.0.1:0"):
+    """(listener, client conn, server conn), connected over ``network``."""
+    ln = net.listen(network, address)
+    try:
+        g = netpoll.go(ln.accept())
+        c = await net.dial(network, ln.addr)
+        s = await g
+    except BaseException:
+        ln.close()
+        raise
+    return ln, c, s
+
+
+async def read_full(conn: Any, n: int, bufsize: int = 65536) -> bytes:
+    """Read exactly ``n`` bytes; fail on an early EOF."""
+    out = bytearray()
+    buf = bytearray(min(bufsize, max(n, 1)))
+    while len(out) < n:
+        m = await conn.read(memoryview(buf)[: min(len(buf), n - len(out))])
+        if m == 0:
+            raise AssertionError(f"EOF after {len(out)} of {n} bytes")
+        out += buf[:m]
+    return bytes(out)
+
+
+async def read_all(conn: Any, bufsize: int = 65536, limit: int = 1 << 30) -> bytes:
+    """Read to EOF."""
+    out = bytearray()
+    buf = bytearray(bufsize)
+    while True:
+        m = await conn.read(buf)
+        if m == 0:
+            return bytes(out)
+        out += buf[:m]
+        assert len(out) <= limit, "peer sent more than expected"
+
+
+def small_buffers(*conns: Any, size: int = 4096) -> None:
+    """Shrink the kernel buffers so a send path fills with little data."""
+    for c in conns:
+        c.control(lambda s: s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, size))
+        c.control(lambda s: s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size))
+
+
+async def fill(conn: Any, chunk: int = 1 << 16, max_chunks: int = 1024) -> int:
+    """Write until the send path is full (a write blocks past a short
+    deadline); returns the bytes known written. The write deadline is
+    cleared afterwards."""
+    data = bytes(chunk)
+    written = 0
+    try:
+        for _ in range(max_chunks):
+            conn.set_write_deadline(netpoll.now() + 0.05)
+            try:
+                await conn.write(data)
+            except TimeoutError:
+                return written
+            written += chunk
+        raise AssertionError(f"the send path took {written} bytes without filling")
+    finally:
+        conn.set_write_deadline(None)
+
+
+def linger_reset(conn: Any) -> None:
+    """Close so that the peer gets a reset (SO_LINGER 0)."""
+    conn.set_linger(0)
+    conn.close()
+
+
+def fd_flags(fd: int) -> tuple[bool, bool]:
+    """(non-blocking, close-on-exec) for a descriptor."""
+    return (bool(fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_NONBLOCK),
+            bool(fcntl.fcntl(fd, fcntl.F_GETFD) & fcntl.FD_CLOEXEC))
+
+
+def fd_is_open(fd: int) -> bool:
+    try:
+        os.fstat(fd)
+    except OSError as e:
+        assert e.errno == errno.EBADF, e
+        return False
+    return True
+
+
+def ipv6_loopback() -> bool:
+    """Whether [::1] can be bound here."""
+    if not socket.has_ipv6:
+        return False
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
+            s.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+def refused_port() -> tuple[socket.socket, int]:
+    """A loopback TCP port that is bound but not listening (connects to it are
+    refused); keep the returned socket open while the port is used."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.bind(("127.0.0.1", 0))
+    return s, s.getsockname()[1]
