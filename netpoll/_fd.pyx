@@ -237,7 +237,10 @@ cdef class FD:
         cdef size_t want
         cdef int err
         cdef bint probe
-        PyObject_GetBuffer(buf, &view, PyBUF_WRITABLE)
+        try:
+            PyObject_GetBuffer(buf, &view, PyBUF_WRITABLE)
+        except BufferError:
+            raise TypeError(f"read() needs a writable buffer, not a read-only {type(buf).__name__}") from None
         try:
             w = self.rwlock(True)
             if w is not None:

@@ -133,7 +133,6 @@ def test_bad_backlog(backend_name, backlog):
 
 # -- bad buffers and data -----------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason="FD.read raises BufferError, not TypeError, for a read-only buffer (_fd.pyx)")
 def test_read_into_read_only_buffer_is_type_error(backend_name):
     async def main():
         ln, c, s = await stream_pair()

@@ -14,25 +14,19 @@ from netpoll import net
 
 from netutil import read_full, run
 
-# The README's code block, verbatim.
-EXAMPLE = """\
-import contextlib
-import netpoll
-from netpoll import net
+README = os.path.join(os.path.dirname(__file__), os.pardir, os.pardir, "README.md")
 
-async def echo(conn):
-    with conn, contextlib.suppress(OSError):
-        buf = bytearray(4096)
-        while n := await conn.read(buf):
-            await conn.write(buf[:n])
 
-async def main():
-    ln = net.listen("tcp", "127.0.0.1:8080")
-    while True:
-        netpoll.go(echo(await ln.accept()))
+def readme_example() -> str:
+    """The first python code block under the README's "An echo server"."""
+    with open(README, encoding="utf-8") as f:
+        text = f.read()
+    section = text[text.index("## An echo server"):]
+    start = section.index("```python\n") + len("```python\n")
+    return section[start:section.index("```", start)]
 
-netpoll.run(main())
-"""
+
+EXAMPLE = readme_example()
 
 
 def free_port() -> int:
