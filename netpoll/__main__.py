@@ -1,8 +1,10 @@
-"""python -m netpoll: what this machine offers."""
+"""python -m netpoll: what this machine offers, an echo server, the echo benchmark."""
 
 from __future__ import annotations
 
 import argparse
+import json
+import signal
 import sys
 
 import netpoll
@@ -24,13 +26,207 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+# -- echo ----------------------------------------------------------------------
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def cmd_echo(args: argparse.Namespace) -> int:
+    from netpoll import net
+    from netpoll._table import resolve
+
+    try:
+        backend = resolve(args.backend, "--backend") if args.backend else netpoll.BACKEND
+    except netpoll.BackendError as e:
+        print(f"python -m netpoll echo: {e}", file=sys.stderr)
+        return 2
+
+    async def handle(conn):
+        buf = bytearray(65536)
+        mv = memoryview(buf)
+        try:
+            with conn:
+                while n := await conn.read(buf):
+                    await conn.write(mv[:n])
+        except OSError:
+            pass  # a reset, a broken pipe: this connection only
+
+    async def main():
+        ln = net.listen("tcp", (args.host, args.port))
+        try:
+            print(f"netpoll echo server listening on {ln.addr} (backend {backend}); Ctrl-C to stop", flush=True)
+            while True:
+                try:
+                    conn = await ln.accept()
+                except netpoll.ClosedError:
+                    raise
+                except OSError as e:  # EMFILE and the like: say so, go on
+                    print(f"accept: {e}", file=sys.stderr, flush=True)
+                    await netpoll.sleep(0.05)
+                    continue
+                netpoll.go(handle(conn))
+        finally:
+            ln.close()
+
+    # SIGTERM ends the server as Ctrl-C does: the runtime closes every
+    # goroutine (their finally blocks close the connections and the listener).
+    old = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        netpoll.run(main(), backend=backend)
+    except KeyboardInterrupt:
+        print("stopped", flush=True)
+    except OSError as e:
+        print(f"python -m netpoll echo: {e}", file=sys.stderr)
+        return 1
+    finally:
+        signal.signal(signal.SIGTERM, old)
+    return 0
+
+
+# -- bench -----------------------------------------------------------------------
+
+QUICK = {"conns": [64], "rounds": 1, "warmup": 0.5, "duration": 1.5}
+FULL = {"conns": [1, 64, 512], "rounds": 3, "warmup": 1.0, "duration": 5.0}
+
+
+def _conns(s: str) -> list[int]:
+    try:
+        out = [int(c) for c in s.split(",") if c.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--conns wants a comma list of numbers, not {s!r}") from None
+    if not out or any(c < 1 for c in out):
+        raise argparse.ArgumentTypeError("--conns: every count must be >= 1")
+    return out
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from netpoll.benchmark import build, runner
+
+    given_conns, given_rounds = args.conns, args.rounds
+    preset = QUICK if args.quick else FULL
+    for k, v in preset.items():
+        if getattr(args, k) is None:
+            setattr(args, k, v)
+    conns = args.conns
+    if not sys.platform.startswith("linux"):
+        print("python -m netpoll bench: the load generator and the CPU accounting (/proc) need Linux",
+              file=sys.stderr)
+        return 2
+    try:
+        build.loadgen()
+    except build.BuildError as e:
+        print(f"python -m netpoll bench: {e}", file=sys.stderr)
+        return 2
+    servers = runner.all_servers(args.netpoll_bufsize)
+    out: dict = {}
+    texts = []
+
+    if args.syscalls or args.idle:
+        if args.syscalls:
+            sel = runner.select_servers(servers, args.servers or
+                                        f"netpoll-{netpoll.BACKEND},go,uvloop-protocols,asyncio")
+            res = runner.run_syscalls(sel, given_conns or [64], args.size,
+                                      args.warmup, args.duration)
+            out["syscalls"] = res
+            texts.append(runner.syscalls_table(res, args.markdown))
+        if args.idle:
+            sel = runner.select_servers(servers, args.servers or
+                                        "netpoll,uvloop-protocols,asyncio-streams,trio,gevent,go-1proc")
+            res = runner.run_idle(sel, args.idle, args.active, args.size, args.warmup, args.duration,
+                                  rounds=given_rounds or 1)
+            out["idle"] = res
+            texts.append(runner.idle_table(res, args.markdown))
+    else:
+        sel = runner.select_servers(servers, args.servers)
+        if not [s for s in sel if s.skip is None]:
+            print("python -m netpoll bench: none of the chosen servers can run here", file=sys.stderr)
+        cfg = runner.EchoConfig(conns=conns, size=args.size, warmup=args.warmup, duration=args.duration,
+                                rounds=args.rounds, pin=args.pin)
+        res = runner.run_echo(sel, cfg)
+        out = res
+        texts.append(runner.echo_table(res, args.markdown))
+        if args.quick:
+            texts.append("(--quick: one short round, 64 connections; the full run is `python -m netpoll bench`)")
+    print("\n\n".join(texts))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(out, f, indent=1)
+    return 0
+
+
+# -- the parser --------------------------------------------------------------------
+
+
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m netpoll", description=__doc__)
-    sub = p.add_subparsers(dest="cmd")
-    sub.add_parser("info", help="version, chosen backend and every backend's availability")
-    args = p.parse_args(argv)
+    sub = p.add_subparsers(dest="cmd", metavar="{info,echo,bench}")
+    sub.add_parser("info", help="version, chosen backend and every backend's availability (the default)",
+                   description="Version, the backend chosen here, every backend with its availability, "
+                               "the reason when unavailable and its capabilities.")
+
+    e = sub.add_parser("echo", help="run a goroutine-per-connection echo server",
+                       description="A goroutine-per-connection echo server on net.listen/accept/read/write. "
+                                   "Prints the address it serves; Ctrl-C or SIGTERM stops it (exit 0).")
+    e.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    e.add_argument("--port", type=int, default=7007, help="port (default 7007; 0 picks a free one)")
+    e.add_argument("--backend", default=None, help="netpoll backend (default: NETPOLL_BACKEND or the best)")
+
+    b = sub.add_parser(
+        "bench", help="the echo benchmark against asyncio, uvloop, trio, gevent, selectors and Go",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=(
+            "Echo servers, each in its own process on 127.0.0.1, driven by one C load generator\n"
+            "(single-threaded epoll, ping-pong of SIZE-byte messages on each connection). Per server:\n"
+            "messages/s, p50/p99 round-trip latency, server CPU time per message (utime+stime of the\n"
+            "server process over the measured window; user time in brackets), the load generator's own\n"
+            "CPU, and ratios against uvloop protocols and asyncio streams measured in the same round.\n"
+            "Servers alternate within each round; figures are medians over the rounds.\n\n"
+            "servers: netpoll-<backend> for every backend, uvloop-protocols, uvloop-streams,\n"
+            "asyncio-protocols, asyncio-buffered, asyncio-streams, trio, gevent, selectors,\n"
+            "go-1proc, go (GOMAXPROCS=1 and the default; needs `go` on PATH). Missing ones are skipped.\n"
+            "--servers takes names or prefixes: netpoll, uvloop, asyncio, go."),
+        epilog=("defaults: --conns 1,64,512 --rounds 3 --warmup 1 --duration 5; "
+                "--quick: --conns 64 --rounds 1 --warmup 0.5 --duration 1.5"))
+    b.add_argument("--quick", action="store_true", help="one short round at 64 connections (well under a minute)")
+    b.add_argument("--conns", type=_conns, default=None, help="connection counts, comma-separated (default 1,64,512)")
+    b.add_argument("--size", type=int, default=64, help="message size in bytes (default 64)")
+    b.add_argument("--duration", type=float, default=None, help="measured seconds per run (default 5)")
+    b.add_argument("--warmup", type=float, default=None, help="warm-up seconds per run (default 1)")
+    b.add_argument("--rounds", type=int, default=None, help="alternating rounds; medians over them (default 3)")
+    b.add_argument("--servers", default=None, help="comma list of servers or prefixes (default: all)")
+    b.add_argument("--json", metavar="FILE", default=None, help="write every run and the summary as JSON")
+    b.add_argument("--markdown", action="store_true", help="print the tables as Markdown")
+    b.add_argument("--pin", metavar="CPUS", default=None,
+                   help='pin to CPUs: "0" puts server and load generator both on CPU 0, "0,1" the server on 0 '
+                        "and the load generator on 1")
+    b.add_argument("--syscalls", action="store_true",
+                   help="instead: system calls per echoed message (perf stat on syscall tracepoints, else "
+                        "strace -c -f), at 64 connections unless --conns says otherwise")
+    b.add_argument("--idle", type=int, nargs="?", const=10000, default=0, metavar="N",
+                   help="instead: RSS per idle connection with N (default 10,000) idle connections, and the "
+                        "throughput of --active connections with 0 and with N idle ones, per server")
+    b.add_argument("--active", type=int, default=64, help="active connections for --idle (default 64)")
+    b.add_argument("--netpoll-bufsize", type=int, default=65536,
+                   help="the netpoll servers' per-connection read buffer (default 65536)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    if args.cmd == "echo":
+        return cmd_echo(args)
+    if args.cmd == "bench":
+        return cmd_bench(args)
     return cmd_info(args)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except BrokenPipeError:  # `python -m netpoll | head`
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(1)
