@@ -162,7 +162,14 @@ cdef class FD:
         # hand-off, a newcomer may win, as in Go).
         if q:
             self.sched.readylist([q.pop(0)])
-        return self.decref()
+        # As Go's readUnlock/writeUnlock: when this was the last reference
+        # after close, destroy's error is not this operation's error (it
+        # already failed or succeeded on its own terms), so it is dropped.
+        try:
+            self.decref()
+        except OSError:
+            pass
+        return 0
 
     cdef object rwlock(self, bint read):
         # None when the lock was taken at once; otherwise an awaitable that

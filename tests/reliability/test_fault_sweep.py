@@ -362,11 +362,6 @@ def test_accept_under_real_emfile_keeps_serving(backend_name):
 
 # -- a close(2) that fails after the last operation left ------------------------------
 
-@pytest.mark.xfail(strict=True, reason=(
-    "netpoll/_fd.pyx: when close() is deferred to the last operation in flight, "
-    "destroy() runs in that operation's rwunlock and its close(2) error replaces the "
-    "operation's ClosedError (a blocked accept or read raises OpError('accept'/'read', "
-    "EIO)); Go's readUnlock/writeUnlock discard destroy's error"))
 @pytest.mark.parametrize("op", ["accept", "read"])
 def test_deferred_close_error_is_not_the_operations_error(backend_name, op):
     async def main():
