@@ -9,11 +9,8 @@
 #   poll(2) skips: it would otherwise report POLLHUP, POLLERR and POLLNVAL
 #   even for events == 0, and a hung-up socket nobody reads would turn every
 #   blocking netpoll into a busy loop.
-# Wakeup: a non-blocking close-on-exec pipe whose read end is entry 0, always
-#   polled for POLLIN. netpollbreak writes one byte only when `wakesig` was
-#   clear; only a blocking netpoll drains the pipe and clears `wakesig`, so a
-#   non-blocking poll that sees it leaves the break pending for the next
-#   blocking one: breaks coalesce and none is lost.
+# Wakeup: the pipe of wakepipe.pxd, its read end entry 0, always polled for
+#   POLLIN; breaks coalesce and only a blocking netpoll consumes one.
 # Modes: IN|HUP|ERR|NVAL -> 'r', dropping POLLIN; OUT|HUP|ERR|NVAL -> 'w',
 #   dropping POLLOUT; ERR alone sets everr. NVAL means the fd was closed while
 #   registered: both directions wake, and their retried syscalls fail EBADF.
@@ -33,8 +30,8 @@ from libc.stdlib cimport free, realloc
 from netpoll._netpoll cimport (Backend, PollDesc, netpollready,
                                MODE_R, MODE_W, MODE_RW)
 from sys_poll cimport *
-from sys_unix cimport (EAGAIN, EBADF, EEXIST, EINTR, ENOENT, O_CLOEXEC,
-                       O_NONBLOCK, errno, close, pipe2, read, write)
+from sys_unix cimport EBADF, EEXIST, EINTR, ENOENT, errno
+from wakepipe cimport *
 
 
 cdef class PollBackend(Backend):
@@ -50,33 +47,25 @@ cdef class PollBackend(Backend):
     cdef Py_ssize_t cap
     cdef list pds
     cdef dict byfd
-    cdef int rfd
-    cdef int wfd
-    cdef bint wakesig
+    cdef WakePipe wake
 
     def __cinit__(self):
-        self.rfd = -1
-        self.wfd = -1
+        wakepipe_init(&self.wake)
         self.pds = []
         self.byfd = {}
 
     cpdef netpollinit(self):
-        cdef int p[2]
-        if pipe2(p, O_CLOEXEC | O_NONBLOCK) < 0:
-            PyErr_SetFromErrno(OSError)
-        self.rfd = p[0]
-        self.wfd = p[1]
+        wakepipe_open(&self.wake)
         try:
             self._grow()
         except MemoryError:
-            self._closefds()
+            wakepipe_close(&self.wake)
             raise
-        self.pfds[0].fd = self.rfd
+        self.pfds[0].fd = self.wake.rfd
         self.pfds[0].events = POLLIN
         self.pfds[0].revents = 0
         self.npfd = 1
         self.pds = [None]
-        self.wakesig = False
 
     cdef int _grow(self) except -1:
         cdef Py_ssize_t cap = self.cap * 2 if self.cap else 64
@@ -171,7 +160,7 @@ cdef class PollBackend(Backend):
         if n > 0 and pfds[0].revents:
             n -= 1
             if delay != 0:
-                self._drain()
+                wakepipe_drain(&self.wake)
         for i in range(1, <Py_ssize_t>npfd):
             if n == 0:
                 break
@@ -194,45 +183,15 @@ cdef class PollBackend(Backend):
             netpollready(to_run, pd, mode)
         return to_run
 
-    cdef void _drain(self) noexcept:
-        # Empty the pipe before clearing wakesig: a break that lands after
-        # the clear writes a fresh byte, which the next poll sees.
-        cdef char buf[64]
-        cdef ssize_t r
-        while True:
-            r = read(self.rfd, buf, sizeof(buf))
-            if r > 0 or (r < 0 and errno == EINTR):
-                continue
-            break
-        self.wakesig = False
-
     cpdef netpollbreak(self):
-        cdef char b = 0
-        cdef ssize_t r
-        if self.wakesig or self.closed:
-            return
-        self.wakesig = True
-        while True:
-            r = write(self.wfd, &b, 1)
-            if r == 1 or errno == EAGAIN:
-                return
-            if errno != EINTR:
-                self.wakesig = False
-                PyErr_SetFromErrno(OSError)
+        if not self.closed:
+            wakepipe_break(&self.wake)
 
     cpdef bint is_poll_descriptor(self, int fd):
-        return fd >= 0 and (fd == self.rfd or fd == self.wfd)
-
-    cdef void _closefds(self) noexcept:
-        if self.rfd >= 0:
-            close(self.rfd)
-            self.rfd = -1
-        if self.wfd >= 0:
-            close(self.wfd)
-            self.wfd = -1
+        return fd >= 0 and (fd == self.wake.rfd or fd == self.wake.wfd)
 
     cpdef close(self):
-        self._closefds()
+        wakepipe_close(&self.wake)
         free(self.pfds)
         self.pfds = NULL
         self.npfd = 0
@@ -242,5 +201,5 @@ cdef class PollBackend(Backend):
         self.closed = True
 
     def __dealloc__(self):
-        self._closefds()
+        wakepipe_close(&self.wake)
         free(self.pfds)

@@ -7,11 +7,8 @@
 #   fired, so a ready descriptor nobody waits on does not make every select
 #   return at once. Only fds below FD_SETSIZE fit in an fd_set (max_fd); any
 #   other is refused with ValueError before fd_set memory is touched.
-# Wakeup: a non-blocking close-on-exec pipe whose read end is always in the
-#   read interest set. netpollbreak writes one byte only when `wakesig` was
-#   clear; only a blocking netpoll drains the pipe and clears `wakesig`, so a
-#   non-blocking poll that sees it leaves the break pending for the next
-#   blocking one: breaks coalesce and none is lost.
+# Wakeup: the pipe of wakepipe.pxd, its read end always in the read interest
+#   set; breaks coalesce and only a blocking netpoll consumes one.
 # Modes: readable -> 'r', writable -> 'w' (the kernel reports hang-up and
 #   error through both), each dropping its interest. select cannot report an
 #   error alone, so everr is never set. select fails with EBADF when an fd was
@@ -32,9 +29,8 @@ from libc.stdint cimport int64_t
 from netpoll._netpoll cimport (Backend, PollDesc, netpollready,
                                MODE_R, MODE_W, MODE_RW)
 from sys_select cimport *
-from sys_unix cimport (EAGAIN, EBADF, EEXIST, EINTR, ENOENT, F_GETFD,
-                       O_CLOEXEC, O_NONBLOCK, errno, close, fcntl, pipe2,
-                       read, write)
+from sys_unix cimport EBADF, EEXIST, EINTR, ENOENT, F_GETFD, errno, fcntl
+from wakepipe cimport *
 
 import errno as _errno
 import os as _os
@@ -53,31 +49,24 @@ cdef class SelectBackend(Backend):
     cdef fd_set wset
     cdef list pds
     cdef int maxfd
-    cdef int rfd
-    cdef int wfd
-    cdef bint wakesig
+    cdef WakePipe wake
 
     def __cinit__(self):
-        self.rfd = -1
-        self.wfd = -1
+        wakepipe_init(&self.wake)
         self.maxfd = -1
         self.pds = [None] * FD_SETSIZE
 
     cpdef netpollinit(self):
-        cdef int p[2]
-        if pipe2(p, O_CLOEXEC | O_NONBLOCK) < 0:
-            PyErr_SetFromErrno(OSError)
-        self.rfd = p[0]
-        self.wfd = p[1]
-        if self.rfd >= FD_SETSIZE:
-            self._closefds()
-            raise OSError(_errno.EMFILE, f"select backend: wakeup pipe fd {p[0]} "
+        wakepipe_open(&self.wake)
+        if self.wake.rfd >= FD_SETSIZE:
+            fd = self.wake.rfd
+            wakepipe_close(&self.wake)
+            raise OSError(_errno.EMFILE, f"select backend: wakeup pipe fd {fd} "
                           f"is not below FD_SETSIZE ({FD_SETSIZE})")
         FD_ZERO(&self.rset)
         FD_ZERO(&self.wset)
-        FD_SET(self.rfd, &self.rset)
-        self.maxfd = self.rfd
-        self.wakesig = False
+        FD_SET(self.wake.rfd, &self.rset)
+        self.maxfd = self.wake.rfd
 
     cdef int _checkfd(self, int fd) except -1:
         if fd < 0:
@@ -105,7 +94,7 @@ cdef class SelectBackend(Backend):
         self.pds[fd] = None
         FD_CLR(fd, &self.rset)
         FD_CLR(fd, &self.wset)
-        while self.maxfd > self.rfd and self.pds[self.maxfd] is None:
+        while self.maxfd > self.wake.rfd and self.pds[self.maxfd] is None:
             self.maxfd -= 1
 
     cpdef netpollarm(self, PollDesc pd, int mode):
@@ -167,9 +156,9 @@ cdef class SelectBackend(Backend):
             if not (r or w):
                 continue
             n -= r + w
-            if fd == self.rfd:
+            if fd == self.wake.rfd:
                 if delay != 0:
-                    self._drain()
+                    wakepipe_drain(&self.wake)
                 continue
             pd = self.pds[fd]
             mode = 0
@@ -190,7 +179,7 @@ cdef class SelectBackend(Backend):
         FD_ZERO(rs)
         FD_ZERO(ws)
         for fd in range(self.maxfd + 1):
-            if fd == self.rfd or not (FD_ISSET(fd, &self.rset) or FD_ISSET(fd, &self.wset)):
+            if fd == self.wake.rfd or not (FD_ISSET(fd, &self.rset) or FD_ISSET(fd, &self.wset)):
                 continue
             if fcntl(fd, F_GETFD) < 0 and errno == EBADF:
                 FD_SET(fd, rs)
@@ -198,42 +187,12 @@ cdef class SelectBackend(Backend):
                 n += 2
         return n
 
-    cdef void _drain(self) noexcept:
-        # Empty the pipe before clearing wakesig: a break that lands after
-        # the clear writes a fresh byte, which the next select sees.
-        cdef char buf[64]
-        cdef ssize_t r
-        while True:
-            r = read(self.rfd, buf, sizeof(buf))
-            if r > 0 or (r < 0 and errno == EINTR):
-                continue
-            break
-        self.wakesig = False
-
     cpdef netpollbreak(self):
-        cdef char b = 0
-        cdef ssize_t r
-        if self.wakesig or self.closed:
-            return
-        self.wakesig = True
-        while True:
-            r = write(self.wfd, &b, 1)
-            if r == 1 or errno == EAGAIN:
-                return
-            if errno != EINTR:
-                self.wakesig = False
-                PyErr_SetFromErrno(OSError)
+        if not self.closed:
+            wakepipe_break(&self.wake)
 
     cpdef bint is_poll_descriptor(self, int fd):
-        return fd >= 0 and (fd == self.rfd or fd == self.wfd)
-
-    cdef void _closefds(self) noexcept:
-        if self.rfd >= 0:
-            close(self.rfd)
-            self.rfd = -1
-        if self.wfd >= 0:
-            close(self.wfd)
-            self.wfd = -1
+        return fd >= 0 and (fd == self.wake.rfd or fd == self.wake.wfd)
 
     cpdef close(self):
         cdef int fd
@@ -242,8 +201,8 @@ cdef class SelectBackend(Backend):
         FD_ZERO(&self.rset)
         FD_ZERO(&self.wset)
         self.maxfd = -1
-        self._closefds()
+        wakepipe_close(&self.wake)
         self.closed = True
 
     def __dealloc__(self):
-        self._closefds()
+        wakepipe_close(&self.wake)
