@@ -3,6 +3,7 @@ backend, exact reads, descriptor counts, the soak module from bench/."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import sys
 from typing import Any, Awaitable, Callable
@@ -18,10 +19,15 @@ def run(backend_name: str, main: Callable[..., Awaitable[Any]], *args: Any) -> A
 
 
 def import_bench(name: str):
-    """A module from bench/ (bench/soak.py is both a script and a library)."""
-    if BENCH not in sys.path:
-        sys.path.insert(0, BENCH)
-    return __import__(name)
+    """A module from bench/ (bench/soak.py is both a script and a library),
+    loaded from its file so that nothing else in bench/ shadows a module."""
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, os.path.join(BENCH, name + ".py"))
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod
+    spec.loader.exec_module(mod)
+    return mod
 
 
 def fd_count() -> int:
