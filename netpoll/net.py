@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno as _errno
 import ipaddress
+import math
 import os
 import socket as _socket
 from typing import Any, Optional, Union
@@ -234,6 +235,8 @@ def _ip_addr(net: str, address: AddrLike, cls: type, family: Optional[int]) -> T
         raise AddrError(f"{net} address must be 'host:port' or (host, port), not {type(address).__name__}", address)
     if not isinstance(host, str):
         raise AddrError("host must be a str", address)
+    if "\0" in host:
+        raise AddrError("host contains a NUL byte", address)
     if "%" in host:
         host, zone = host.split("%", 1)
     if host:
@@ -255,6 +258,8 @@ def _resolve(net: str, host: str, family: Optional[int], address: Any):
         infos = _socket.getaddrinfo(host, None, family or 0, _socket.SOCK_STREAM)
     except _socket.gaierror as e:
         raise AddrError(f"no such host ({e.strerror})", address) from None
+    except UnicodeError as e:  # a label longer than 63 characters, ...
+        raise AddrError(f"invalid host name ({e})", address) from None
     return ipaddress.ip_address(infos[0][4][0])
 
 
@@ -267,6 +272,8 @@ def _unix_addr(net: str, address: AddrLike) -> UnixAddr:
         raise AddrError(f"{net} address must be a path, not {type(address).__name__}", address)
     if not path:
         raise AddrError("missing address", address)
+    if "\0" in path and not path.startswith("\0"):
+        raise AddrError("unix socket path contains a NUL byte (it would be cut there)", address)
     # An abstract socket ("\0name") is not a file; neither is truncated.
     if len(os.fsencode(path)) >= SUN_PATH_MAX:
         raise AddrError(f"unix socket path longer than sun_path ({SUN_PATH_MAX - 1} bytes)", address)
@@ -341,6 +348,22 @@ def _close_quietly(sock: _socket.socket) -> None:
         hooks.close(sock)
     except OSError:
         pass
+
+
+def _seconds(t: Any, what: str) -> Any:
+    """Check a deadline or timeout before it reaches the FD layer: a number
+    (an int too large for a float is +-inf) or None; a str, bytes or bool is
+    a TypeError even when float() would take it."""
+    if t is None:
+        return None
+    if isinstance(t, (str, bytes, bytearray, bool)):
+        raise TypeError(f"{what} must be a number of seconds or None, not {type(t).__name__} {t!r}")
+    if isinstance(t, int):
+        try:
+            float(t)
+        except OverflowError:
+            return math.inf if t > 0 else -math.inf
+    return t
 
 
 def _set_tcp_defaults(sock: _socket.socket) -> None:
@@ -440,6 +463,7 @@ class Conn(_NetFD):
 
     def set_deadline(self, t: Optional[float], mode: str = "rw") -> None:  # type: ignore[override]
         """Read and write deadline: absolute ``netpoll.now()`` seconds, None clears."""
+        t = _seconds(t, "deadline")
         try:
             FD.set_deadline(self, t, mode)
         except OSError as e:
@@ -480,7 +504,11 @@ class Conn(_NetFD):
         """None: the OS default; 0: discard unsent data and reset on close; > 0: linger."""
         import struct
 
-        on, sec = (0, 0) if sec is None or sec < 0 else (1, int(sec))
+        if sec is not None and (isinstance(sec, bool) or not isinstance(sec, int)):
+            raise TypeError(f"linger must be None or an int number of seconds, not {type(sec).__name__} {sec!r}")
+        if sec is not None and not -0x80000000 <= sec <= 0x7FFFFFFF:
+            raise ValueError(f"linger must fit a C int (-2147483648 to 2147483647), not {sec!r}")
+        on, sec = (0, 0) if sec is None or sec < 0 else (1, sec)
         self._setopt(_socket.SOL_SOCKET, _socket.SO_LINGER, struct.pack("ii", on, sec))
 
 
@@ -508,6 +536,7 @@ class Listener(_NetFD):
         return conn
 
     def set_deadline(self, t: Optional[float], mode: str = "rw") -> None:  # type: ignore[override]
+        t = _seconds(t, "deadline")
         try:
             FD.set_deadline(self, t, mode)
         except OSError as e:
@@ -559,6 +588,7 @@ class PacketConn(_NetFD):
         return a.sockaddr()
 
     def set_deadline(self, t: Optional[float], mode: str = "rw") -> None:  # type: ignore[override]
+        t = _seconds(t, "deadline")
         try:
             FD.set_deadline(self, t, mode)
         except OSError as e:
@@ -588,8 +618,8 @@ def listen(network: str, address: AddrLike, backlog: Optional[int] = None) -> Li
         laddr = resolve_addr(net, address)
         if backlog is None:
             backlog = listener_backlog()
-        elif isinstance(backlog, bool) or not isinstance(backlog, int) or backlog < 0:
-            raise ValueError(f"backlog must be an int >= 0, not {backlog!r}")
+        elif isinstance(backlog, bool) or not isinstance(backlog, int) or not 0 <= backlog <= 0x7FFFFFFF:
+            raise ValueError(f"backlog must be an int from 0 to 2147483647, not {backlog!r}")
     except ValueError as e:
         raise operror("listen", net, None, None, e) from None
     if isinstance(laddr, TCPAddr):
@@ -654,6 +684,7 @@ async def dial(network: str, address: AddrLike, timeout: Optional[float] = None,
     try:
         raddr = resolve_addr(net, address)
         laddr = resolve_addr(net, local_addr) if local_addr is not None else None
+        timeout = _seconds(timeout, "timeout")
         if timeout is not None:
             deadline = now() + float(timeout)
             deadline_ns(deadline)  # NaN is a ValueError here
