@@ -47,15 +47,20 @@ cdef extern from *:
     #ifdef NETPOLL_KQUEUE_SHIM
     #define netpoll_kqclose(kq) kqueue_shim_close(kq)
     #define netpoll_kqowns(kq, fd) kqueue_shim_owns(kq, fd)
+    #define NETPOLL_KQ_ERROR_EVENTS 1
     #else
     #define netpoll_kqclose(kq) close(kq)
     #define netpoll_kqowns(kq, fd) ((fd) == (kq))
+    #define NETPOLL_KQ_ERROR_EVENTS 0
     #endif
     """
     # The shim keeps per-kqueue tables that close(2) alone would leak, and
     # its EVFILT_USER events are eventfds: descriptors of the poller too.
     int kqclose "netpoll_kqclose" (int kq) nogil
     bint kqowns "netpoll_kqowns" (int kq, int fd) nogil
+    # The BSDs report a socket error as EV_EOF on the filter that fired, never
+    # alone; the shim maps Linux's error-only EPOLLERR to EV_ERROR.
+    bint KQ_ERROR_EVENTS "NETPOLL_KQ_ERROR_EVENTS"
 
 cdef enum:
     NEVENTS = 64
@@ -128,6 +133,7 @@ cdef class KqueueBackend(Backend):
     edge_triggered = True
     needs_arm = False
     max_fd = None
+    error_events = KQ_ERROR_EVENTS
 
     cdef int kq
     cdef pid_t pid          # the process that created kq

@@ -41,6 +41,7 @@ cdef class SelectBackend(Backend):
     edge_triggered = False
     needs_arm = True
     max_fd = FD_SETSIZE
+    error_events = False
 
     # rset/wset: the interest sets, the wake pipe's read end always in rset.
     # pds[fd] is the PollDesc registered for fd (its `user` is fd), or None.

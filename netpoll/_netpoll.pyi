@@ -28,6 +28,7 @@ class Backend:
     edge_triggered: bool
     needs_arm: bool
     max_fd: Optional[int]
+    error_events: bool
     waiters: int
     @property
     def closed(self) -> bool: ...

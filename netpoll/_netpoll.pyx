@@ -41,7 +41,8 @@ the FD layer stops skipping its probing read (level-triggered backends report
 a pending EOF whenever armed and need not).
 
 Capabilities, as class attributes: ``name``, ``edge_triggered``,
-``needs_arm``, ``max_fd`` (None when unlimited).
+``needs_arm``, ``max_fd`` (None when unlimited), ``error_events`` (the kernel
+can report an error alone, so ``everr`` can be set).
 
 Renames from Go: netpollBreak -> netpollbreak; pollDesc -> PollDesc; the
 parked goroutine pointer that Go stores in rg/wg lives in rgp/wgp with the
@@ -764,6 +765,7 @@ cdef class Backend:
     edge_triggered = False
     needs_arm = False
     max_fd = None
+    error_events = True
 
     def __cinit__(self, *args, **kwargs):
         self.registered = {}

@@ -54,17 +54,12 @@ def error_events(backend) -> bool:
 
     epoll (EPOLLERR) and poll (POLLERR) report an error condition by itself,
     and the core turns an error-only event into everr. select(2) cannot: it
-    folds an error into the readable and writable sets. (kqueue on the BSDs
-    reports a socket or pipe error as EV_EOF on the filter that fired, not as
-    EV_ERROR; the Linux shim maps EPOLLERR alone to EV_ERROR.) A backend
-    states this with the class attribute ``error_events``; where it is not
-    declared, a backend limited to fd_set bitmaps (``max_fd`` set: select's
-    FD_SETSIZE) is taken to have no error bit, and any other to have one.
+    folds an error into the readable and writable sets; nor can kqueue on the
+    BSDs, which reports an error as EV_EOF on the filter that fired (the Linux
+    shim maps EPOLLERR alone to EV_ERROR). Backends state it with the class
+    attribute ``error_events``.
     """
-    declared = getattr(type(backend), "error_events", None)
-    if declared is not None:
-        return bool(declared)
-    return backend.max_fd is None
+    return bool(type(backend).error_events)
 
 
 def drain(sock: socket.socket, limit: int = 1 << 24) -> bytes:
