@@ -39,7 +39,6 @@ cdef enum:
     TIMER_READY = 1       # arg is a goroutine: make it runnable
     TIMER_DEADLINE_R = 2  # arg is a PollDesc (bits: read, write deadline)
     TIMER_DEADLINE_W = 4
-    TIMER_CALL = 8        # arg is a callable, called with no argument
 
 
 cdef class Timer:

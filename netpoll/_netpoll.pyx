@@ -116,19 +116,6 @@ cdef class Timer:
         return self.index >= 0
 
 
-def new_timer(kind, arg):
-    """A timer that readies ``arg`` (kind "ready") or calls it (kind "call")."""
-    cdef Timer t = Timer()
-    if kind == "ready":
-        t.kind = TIMER_READY
-    elif kind == "call":
-        t.kind = TIMER_CALL
-    else:
-        raise ValueError(f"timer kind must be 'ready' or 'call', not {kind!r}")
-    t.arg = arg
-    return t
-
-
 cdef inline Timer _hat(list h, Py_ssize_t i):
     return <Timer>PyList_GET_ITEM(h, i)
 
@@ -213,21 +200,13 @@ cdef class Timers:
             fired += 1
             if t.kind == TIMER_READY:
                 to_run.append(t.arg)
-            elif t.kind == TIMER_CALL:
-                t.arg()
             else:
                 netpolldeadlineimpl(to_run, <PollDesc>t.arg, t.seq,
                                     t.kind & TIMER_DEADLINE_R,
                                     t.kind & TIMER_DEADLINE_W)
         return fired
 
-    # Python-level access, for the runtime's helpers and for tests.
-    def schedule(self, Timer t, int64_t when):
-        self.add(t, when)
-
-    def cancel(self, Timer t):
-        self.delete(t)
-
+    # Python-level access, for tests.
     def next_deadline(self):
         """nanotime() of the earliest timer, or -1 when there is none."""
         return self.next_when()
