@@ -444,6 +444,11 @@ def echo_table(result: dict, markdown: bool = False) -> str:
     text = head + "\n\n" + render(headers, rows, markdown, right={0} | set(range(3, 13)))
     text += ("\n\nCPU columns are % of one CPU over the measured window: the server process, the load "
              "generator, and everything else on the machine (others).")
+    others = _median([r.get("others_cpu_pct") for r in result["summary"]])
+    if others is not None and others > 25:
+        text += (f" Other processes used a median {others:.0f}% of a CPU during the measurements: "
+                 "the server and the load generator shared what was left, so throughput is lower and "
+                 "noisier than on a quiet machine; CPU time per message is the steadier figure.")
     if notes:
         text += "\n\n" + "\n".join(f"{'- ' if markdown else ''}{n}: {w}" for n, w in notes)
     return text
