@@ -17,6 +17,7 @@ from libc.stdint cimport int64_t
 
 import threading as _threading
 import weakref as _weakref
+from numbers import Real as _Real
 
 from netpoll._netpoll cimport (Backend, Park, Timer, Timers, nanotime,
                                TIMER_READY)
@@ -203,10 +204,14 @@ def ready(G g, value=None):
 
 def sleep(seconds):
     """Pause the calling goroutine for ``seconds``; ``sleep(0)`` yields."""
-    if seconds != seconds:
+    cdef double d
+    if type(seconds) is not float and type(seconds) is not int and not isinstance(seconds, _Real):
+        raise TypeError(f"sleep: seconds must be a number, not {seconds!r}")
+    d = float(seconds)
+    if d != d:
         raise ValueError("sleep: seconds is NaN")
     cdef _Sleep s = _Sleep.__new__(_Sleep)
-    s.ns = <int64_t>(min(float(seconds), 1e9) * 1e9) if seconds > 0 else 0
+    s.ns = <int64_t>(min(d, 1e9) * 1e9) if d > 0 else 0
     return s
 
 

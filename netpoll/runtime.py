@@ -26,8 +26,8 @@ def run(coro: Coroutine[Any, Any, T], *, backend: Optional[str] = None) -> T:
     """
     from netpoll import BACKEND
 
-    name = BACKEND if backend is None else resolve(backend, "backend")
     try:
+        name = BACKEND if backend is None else resolve(backend, "backend")
         sched = _sched.Sched(backend_class(name)())
     except BaseException:
         coro.close()

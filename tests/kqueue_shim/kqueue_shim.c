@@ -108,6 +108,8 @@ static void *grow(void *arr, int *n, int need, size_t size)
 
     if (need <= *n)
         return arr;
+    if (need > INT_MAX / 2)
+        return NULL;
     while (m < need)
         m *= 2;
     p = realloc(arr, (size_t)m * size);
@@ -176,6 +178,10 @@ static int apply_fd(int epfd, struct kq *k, const struct kevent *c)
     }
     if (!(c->flags & EV_CLEAR))
         return EINVAL; /* level-triggered filters are not emulated */
+    /* kqueue refuses an ident that is not an open descriptor; checking it
+     * first also keeps the table below as small as the process's fds. */
+    if (fcntl(fd, F_GETFD) < 0)
+        return EBADF;
     if (!w) {
         p = grow(k->w, &k->nw, fd + 1, sizeof *k->w);
         if (!p)

@@ -80,10 +80,6 @@ def test_run_with_an_unknown_backend_is_a_backend_error():
         coro.close()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "netpoll/runtime.py: run() resolves backend= before the try that closes the coroutine "
-    "when the runtime cannot start, so with an unknown backend the coroutine is left "
-    "unclosed ('coroutine ... was never awaited' RuntimeWarning)"))
 def test_run_with_an_unknown_backend_closes_the_coroutine():
     async def main():
         raise AssertionError("never runs")
@@ -290,18 +286,12 @@ print("done")
 BAD_FDS = [-1, -5, -2 ** 31, 100_000, 2 ** 31 - 1, 2 ** 30 + 5]
 
 
-def test_backend_netpollopen_of_any_bad_number_neither_crashes_nor_hangs(backend_name, request):
+def test_backend_netpollopen_of_any_bad_number_neither_crashes_nor_hangs(backend_name):
     """Straight to the backend, without pollopen's checks: a negative number
     is refused; a number that is not open (up to 2**31 - 1) is refused or,
     where the kernel interface has no registration step (poll, select), kept
     until netpollclose. Never a crash or a hang. In a child process, with a
     time limit."""
-    if backend_name == "kqueue" and sys.platform.startswith("linux"):
-        request.applymarker(pytest.mark.xfail(strict=True, reason=(
-            "tests/kqueue_shim/kqueue_shim.c (the kqueue-over-epoll shim): apply_fd grows its "
-            "per-fd table with int arithmetic: an ident of 2**30 + 5 loops forever in grow() "
-            "(m *= 2 overflows), 2**31 - 1 overflows fd + 1 and writes out of bounds (SIGSEGV); "
-            "a real kqueue returns EBADF")))
     try:
         p = subprocess.run([sys.executable, "-c", BACKEND_FD_CHILD, backend_name, *map(str, BAD_FDS)],
                            capture_output=True, text=True, timeout=10)
@@ -316,10 +306,6 @@ def test_backend_netpollopen_of_any_bad_number_neither_crashes_nor_hangs(backend
             assert results[str(fd)].startswith("refused"), (fd, results)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "netpoll/_sched.pyx: sleep() compares its argument before checking its type: "
-    "sleep('1') raises TypeError \"'>' not supported between instances of 'str' and 'int'\", "
-    "which does not name the value"))
 def test_sleep_with_a_str_names_the_value(backend_name):
     async def main():
         with pytest.raises(TypeError) as ei:
