@@ -161,6 +161,7 @@ class Soak:
         self.progress = progress
         self.stop = False
         self.touched: set[int] = set()   # connection ids chaos acted on
+        self.refs: Counter = Counter()   # sides of a connection id still running
         self.server_conns: dict[int, Any] = {}
         self.slots: list[dict] = []
         self.live: set[Any] = set()      # every conn open now, for the forced teardown
@@ -192,6 +193,14 @@ class Soak:
             return
         tb = "".join(traceback.format_exception_only(type(e), e)).strip()
         self.r.unexpected.append(f"{where} conn {cid} (touched: {cid in self.touched}): {tb}")
+
+    def release(self, cid: int) -> None:
+        # Both sides are done with cid: forget it, so that the soak's own
+        # bookkeeping does not grow with the number of connections.
+        self.refs[cid] -= 1
+        if self.refs[cid] <= 0:
+            del self.refs[cid]
+            self.touched.discard(cid)
 
     # -- stream helpers -----------------------------------------------------
 
@@ -273,6 +282,7 @@ class Soak:
         finally:
             if cid is not None:
                 self.server_conns.pop(cid, None)
+                self.release(cid)
             self.close(conn)
             self.active -= 1
 
@@ -290,6 +300,7 @@ class Soak:
                 self.live.add(conn)
                 self.next_id += 1
                 cid = self.next_id
+                self.refs[cid] = 2  # the client and, once it reads the hello, the server
                 slot.update(conn=conn, cid=cid, ready=False)
                 seq = 0
                 try:
@@ -311,6 +322,7 @@ class Soak:
                 finally:
                     slot.update(conn=None, ready=False)
                     self.close(conn)
+                    self.release(cid)
                 if not self.stop:
                     await netpoll.sleep(rng.random() * 0.01)  # then re-dial
         finally:
