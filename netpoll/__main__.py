@@ -143,7 +143,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         if not [s for s in sel if s.skip is None]:
             print("python -m netpoll bench: none of the chosen servers can run here", file=sys.stderr)
         cfg = runner.EchoConfig(conns=conns, size=args.size, warmup=args.warmup, duration=args.duration,
-                                rounds=args.rounds, pin=args.pin)
+                                rounds=args.rounds, pin=args.pin, prewarm=args.prewarm)
         res = runner.run_echo(sel, cfg)
         out = res
         texts.append(runner.echo_table(res, args.markdown))
@@ -201,6 +201,10 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--pin", metavar="CPUS", default=None,
                    help='pin to CPUs: "0" puts server and load generator both on CPU 0, "0,1" the server on 0 '
                         "and the load generator on 1")
+    b.add_argument("--prewarm", action="store_true",
+                   help="load each server for 0.5 s on 64 connections, closed again, before measuring it "
+                        "(a fresh asyncio process allocates a 256 KiB buffer per recv with mmap/mremap/munmap "
+                        "until something frees a large block; this shows the other state)")
     b.add_argument("--syscalls", action="store_true",
                    help="instead: system calls per echoed message (perf stat on syscall tracepoints, else "
                         "strace -c -f), at 64 connections unless --conns says otherwise")

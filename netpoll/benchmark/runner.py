@@ -340,6 +340,7 @@ class EchoConfig:
     duration: float = 5.0
     rounds: int = 3
     pin: Optional[str] = None
+    prewarm: bool = False
 
 
 def run_echo(servers: list[Server], cfg: EchoConfig, progress: Optional[bool] = None) -> dict:
@@ -355,6 +356,8 @@ def run_echo(servers: list[Server], cfg: EchoConfig, progress: Optional[bool] = 
                 prog.show(f"round {rnd + 1}/{cfg.rounds}, {c} conns: {s.name}")
                 try:
                     with Running(s, spin) as srv:
+                        if cfg.prewarm:
+                            drive(srv, 64, cfg.size, 0.0, 0.5, cpin)
                         r = drive(srv, c, cfg.size, cfg.warmup, cfg.duration, cpin)
                 except Exception as e:  # a server that would not start
                     r = {"error": str(e)}
@@ -416,6 +419,7 @@ def echo_table(result: dict, markdown: bool = False) -> str:
     head = (f"echo benchmark: {cfg['size']}-byte messages, ping-pong, medians of {cfg['rounds']} alternating "
             f"round(s) of {cfg['duration']:g} s after {cfg['warmup']:g} s warm-up"
             + (f", pinned {cfg['pin']}" if cfg.get("pin") else "")
+            + (", each server pre-warmed by a 0.5 s load on 64 connections" if cfg.get("prewarm") else "")
             + f"; {m['os']}, {m['cpus']} CPUs, Python {m['python']}")
     headers = ["conns", "server", "backend", "msgs/s", "p50 µs", "p99 µs", "server µs/msg (user)",
                "server CPU", "client CPU", "others", "× uvloop-p", "× asyncio-s", "CPU × uvloop-p"]
