@@ -286,6 +286,11 @@ def test_accept_under_real_emfile_keeps_serving(backend_name):
 
     from conformance_support import open_fds
 
+    with open("/proc/self/maps") as maps:
+        if "vgpreload" in maps.read():
+            pytest.skip("under valgrind, which enforces RLIMIT_NOFILE itself by closing a new "
+                        "descriptor above it after the call: the queued connection is lost")
+
     async def main():
         ln = net.listen("tcp", "127.0.0.1:0")
         clients = [await net.dial("tcp", ln.addr) for _ in range(3)]
