@@ -14,7 +14,6 @@ gevent's ``StreamServer``; a selectors loop written by hand.
 from __future__ import annotations
 
 import argparse
-import os
 import signal
 import socket
 import sys
