@@ -13,12 +13,20 @@ import faulthandler
 import gc
 import os
 import signal
+import sys
 import threading
 import time
 
 import pytest
 
-import netpoll
+try:
+    import netpoll
+except ImportError:  # a source checkout built in place, not installed
+    _src = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src")
+    sys.path.insert(0, _src)
+    # Programs the tests start (python -m netpoll, examples) need it too.
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (_src, os.environ.get("PYTHONPATH")) if p)
+    import netpoll
 from conformance_support import Kit, open_fds, shadowed_tests
 
 BACKENDS = [netpoll.BACKEND] if os.environ.get("NETPOLL_BACKEND") else netpoll.available_backends()

@@ -16,7 +16,7 @@ import pytest
 try:
     import netpoll  # noqa: F401
 except ImportError:  # running from a source checkout without an install
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))
     import netpoll  # noqa: F401
 
 
