@@ -93,6 +93,38 @@ def test_run_with_an_unknown_backend_closes_the_coroutine():
         coro.close()
 
 
+# -- empty unix addresses, ports far out of range -----------------------------------
+
+@pytest.mark.parametrize("network", ["unix", "unixgram"])
+def test_empty_unix_address(backend_name, network):
+    async def main():
+        with Switch() as sw:
+            listen = net.listen if network == "unix" else net.listen_packet
+            with pytest.raises(net.AddrError) as ei:
+                listen(network, "")
+            assert "missing address" in str(ei.value) and ei.value.op == "listen"
+            with pytest.raises(net.AddrError, match="missing address"):
+                await net.dial(network, "")
+        assert sw.total("opened") == 0
+
+    run(backend_name, main)
+
+
+@pytest.mark.parametrize("bad", ["127.0.0.1:99999999999999999999", ("127.0.0.1", 2 ** 64),
+                                 ("127.0.0.1", -2 ** 64), "[::1]:65536"], ids=repr)
+def test_port_far_out_of_range(backend_name, bad):
+    async def main():
+        with Switch() as sw:
+            with pytest.raises(net.AddrError) as ei:
+                net.listen("tcp", bad)
+            assert "out of range 0-65535" in str(ei.value) and repr(bad) in str(ei.value)
+            with pytest.raises(net.AddrError, match="out of range"):
+                await net.dial("tcp", bad)
+        assert sw.total("opened") == 0
+
+    run(backend_name, main)
+
+
 # -- unix paths and host names with a NUL byte -----------------------------------------
 
 def test_unix_path_with_nul_is_an_error_not_a_cut(backend_name, tmp_path):
