@@ -147,21 +147,20 @@ cdef class FD:
         return 0
 
     cdef int rwunlock(self, bint read) except -1:
-        cdef list q
+        # Hand the lock on by waking one waiter; it retries (no FIFO
+        # hand-off, a newcomer may win, as in Go).
         if read:
             if not self.rlock:
                 raise NetpollError("inconsistent poll.fdMutex")
             self.rlock = False
-            q = self.rwait
+            if self.rwait:
+                self.sched.readylist([self.rwait.pop(0)])
         else:
             if not self.wlock:
                 raise NetpollError("inconsistent poll.fdMutex")
             self.wlock = False
-            q = self.wwait
-        # Hand the lock on by waking one waiter; it retries (no FIFO
-        # hand-off, a newcomer may win, as in Go).
-        if q:
-            self.sched.readylist([q.pop(0)])
+            if self.wwait:
+                self.sched.readylist([self.wwait.pop(0)])
         # As Go's readUnlock/writeUnlock: when this was the last reference
         # after close, destroy's error is not this operation's error (it
         # already failed or succeeded on its own terms), so it is dropped.
