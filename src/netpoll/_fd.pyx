@@ -22,13 +22,13 @@ options take incref/decref; close takes increfAndClose then decref.
 from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE, PyBUF_WRITABLE
 from cpython.exc cimport PyErr_SetFromErrno
 from libc.stdint cimport INT64_MAX, int64_t
-from libc.math cimport isnan, isinf
+from libc.math cimport isnan
 
 import errno as _errno
 import os as _os
 
-from netpoll._netpoll cimport (PollDesc, Park, Timers, nanotime, pollreset,
-                               pdReady, MODE_R, MODE_W, MODE_RW)
+from netpoll._netpoll cimport (PollDesc, Park, nanotime, pollreset, pdReady,
+                               MODE_R, MODE_W)
 from netpoll._sched cimport Sched, getsched
 
 from netpoll import hooks as _hooks

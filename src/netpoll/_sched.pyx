@@ -25,9 +25,8 @@ from netpoll._netpoll import pollopen
 from netpoll.errors import DeadlockError, NetpollError
 
 cdef extern from "Python.h":
-    ctypedef enum PySendResult:
+    enum:
         PYGEN_RETURN
-        PYGEN_ERROR
         PYGEN_NEXT
     int PyIter_Send(object iter, object arg, PyObject **presult) except -1
 
