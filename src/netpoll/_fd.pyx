@@ -290,6 +290,32 @@ cdef class FD:
         finally:
             PyBuffer_Release(&view)
 
+    async def wait_readable(self):
+        """Park until a read is likely to find data, EOF or an error, without
+        holding a buffer: a goroutine per connection can take a buffer from a
+        pool only once its peer has sent something. A read after it may still
+        park (the readiness can be spurious); nothing is consumed."""
+        cdef int err
+        try:
+            w = self.rwlock(True)
+            if w is not None:
+                await w
+            try:
+                # Only after a short read is the stream known to be empty;
+                # then wait as read would (same readiness and hang-up rules).
+                if self.rdrained and self.pd.rg != pdReady and not self.pd.hup:
+                    err = pollreset(self.pd, MODE_R)
+                    if err:
+                        raise _pollerr(err)
+                    await self.pd.rwait
+                # Readiness was consumed by the wait (or not known): the next
+                # read must try the syscall.
+                self.rdrained = False
+            finally:
+                self.rwunlock(True)
+        except OSError as e:
+            raise self.wrap_error("read", e)
+
     async def write(self, data):
         """Write all of ``data``, looping over partial writes; returns len(data)."""
         cdef Py_buffer view

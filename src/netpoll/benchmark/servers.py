@@ -52,16 +52,23 @@ def serve_netpoll(host: str, port: int, backend: str | None, bufsize: int = BUFS
     import netpoll
     from netpoll import net
 
+    # Buffers come from a pool only while a connection has data: an idle
+    # connection holds none (conn.wait_readable parks without one).
+    pool: list = []
+
     async def handle(conn):
-        buf = bytearray(bufsize)
-        mv = memoryview(buf)
-        read, write = conn.read, conn.write
+        read, write, wait = conn.read, conn.write, conn.wait_readable
         try:
             while True:
-                n = await read(buf)
-                if not n:
-                    break
-                await write(mv[:n])
+                await wait()
+                buf = pool.pop() if pool else memoryview(bytearray(bufsize))
+                try:
+                    n = await read(buf)
+                    if not n:
+                        break
+                    await write(buf[:n])
+                finally:
+                    pool.append(buf)
         except OSError:
             pass
         finally:
