@@ -432,6 +432,20 @@ class _NetFD(FD):
             return operror(op, self.net, None, self._laddr, err)
         return operror(op, self.net, self._laddr, self._raddr, err)
 
+    def set_deadline(self, t: Optional[float], mode: str = "rw") -> None:  # type: ignore[override]
+        """Read and write deadline: absolute ``netpoll.now()`` seconds, None clears."""
+        t = _seconds(t, "deadline")
+        try:
+            FD.set_deadline(self, t, mode)
+        except OSError as e:
+            raise operror("set", self.net, None, self._laddr, e) from None
+
+    def set_read_deadline(self, t: Optional[float]) -> None:
+        self.set_deadline(t, "r")
+
+    def set_write_deadline(self, t: Optional[float]) -> None:
+        self.set_deadline(t, "w")
+
     def close(self) -> None:
         """Close; blocked operations wake with ClosedError. Closing twice is a no-op."""
         if self.closed:
@@ -460,20 +474,6 @@ class Conn(_NetFD):
     ``await read(buf)`` reads into a writable buffer and returns the count, 0
     at EOF; ``await write(data)`` writes all of data. Both raise OpError.
     """
-
-    def set_deadline(self, t: Optional[float], mode: str = "rw") -> None:  # type: ignore[override]
-        """Read and write deadline: absolute ``netpoll.now()`` seconds, None clears."""
-        t = _seconds(t, "deadline")
-        try:
-            FD.set_deadline(self, t, mode)
-        except OSError as e:
-            raise operror("set", self.net, None, self._laddr, e) from None
-
-    def set_read_deadline(self, t: Optional[float]) -> None:
-        self.set_deadline(t, "r")
-
-    def set_write_deadline(self, t: Optional[float]) -> None:
-        self.set_deadline(t, "w")
 
     def close_write(self) -> None:
         """Shut down the writing side (the peer reads EOF)."""
@@ -535,13 +535,6 @@ class Listener(_NetFD):
         conn._init(self.net, self._laddr if self.net == "unix" else None, None)
         return conn
 
-    def set_deadline(self, t: Optional[float], mode: str = "rw") -> None:  # type: ignore[override]
-        t = _seconds(t, "deadline")
-        try:
-            FD.set_deadline(self, t, mode)
-        except OSError as e:
-            raise operror("set", self.net, None, self._laddr, e) from None
-
     def close(self) -> None:
         was_open = not self.closed
         super().close()
@@ -586,19 +579,6 @@ class PacketConn(_NetFD):
             if fam == _socket.AF_INET and a.family == _socket.AF_INET6:
                 raise AddrError("non-IPv4 address", str(a))
         return a.sockaddr()
-
-    def set_deadline(self, t: Optional[float], mode: str = "rw") -> None:  # type: ignore[override]
-        t = _seconds(t, "deadline")
-        try:
-            FD.set_deadline(self, t, mode)
-        except OSError as e:
-            raise operror("set", self.net, None, self._laddr, e) from None
-
-    def set_read_deadline(self, t: Optional[float]) -> None:
-        self.set_deadline(t, "r")
-
-    def set_write_deadline(self, t: Optional[float]) -> None:
-        self.set_deadline(t, "w")
 
     # A connected datagram socket (net.dial("udp", ...)) also reads and writes.
 
