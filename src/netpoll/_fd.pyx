@@ -21,13 +21,17 @@ options take incref/decref; close takes increfAndClose then decref.
 
 from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE, PyBUF_WRITABLE
 from cpython.exc cimport PyErr_SetFromErrno
+from cpython.long cimport PyLong_FromSsize_t
+from cpython.object cimport PyObject, PyTypeObject
+from cpython.ref cimport Py_INCREF, Py_XDECREF
+cimport cython
 from libc.stdint cimport INT64_MAX, int64_t
 from libc.math cimport isnan
 
 import errno as _errno
 import os as _os
 
-from netpoll._netpoll cimport (PollDesc, Park, nanotime, pollreset, pdReady,
+from netpoll._netpoll cimport (PollDesc, Park, _Wait, nanotime, pollreset, pdReady,
                                MODE_R, MODE_W)
 from netpoll._sched cimport Sched, getsched
 
@@ -88,6 +92,9 @@ def deadline_ns(t):
     if ns <= nanotime():
         return -1
     return ns
+
+
+cdef class _RW
 
 
 cdef class FD:
@@ -234,129 +241,108 @@ cdef class FD:
     # -- I/O -------------------------------------------------------------------
     # Each method: take the lock, pollreset (fail fast on close/deadline, drop
     # stale readiness), then syscall -> EAGAIN -> wait -> syscall. Errors
-    # leave through wrap_error.
+    # leave through wrap_error. read, write and wait_readable, the calls of
+    # every message, are hand-written awaitables (_RW below); the rest are
+    # coroutines.
 
-    async def read(self, buf):
+    def read(self, buf):
         """Read into a writable buffer; 0 means EOF on a stream."""
-        cdef Py_buffer view
-        cdef ssize_t n
-        cdef size_t want
-        cdef int err
-        cdef bint probe
+        cdef _RW op = _RW.__new__(_RW)
         try:
-            PyObject_GetBuffer(buf, &view, PyBUF_WRITABLE)
+            PyObject_GetBuffer(buf, &op.view, PyBUF_WRITABLE)
         except BufferError:
             raise TypeError(f"read() needs a writable buffer, not a read-only {type(buf).__name__}") from None
-        try:
-            w = self.rwlock(True)
-            if w is not None:
-                await w
-            try:
-                if view.len == 0:
-                    return 0
-                # The last read came up short, so the stream was empty then,
-                # and no readiness has been seen since: any data that arrived
-                # after it raises a new edge (or is seen by a level poll once
-                # armed), so skip the read that would fail with EAGAIN and
-                # wait first. Not after a hang-up: a FIN that came before that
-                # read makes the next one return EOF with no new edge. Checked
-                # before pollreset, which drops the readiness that says "read".
-                probe = not self.rdrained or self.pd.rg == pdReady or self.pd.hup
-                err = pollreset(self.pd, MODE_R)
-                if err:
-                    raise _pollerr(err)
-                if not probe:
-                    await self.pd.rwait
-                want = view.len
-                if self.stream and want > MAX_RW:
-                    want = MAX_RW
-                while True:
-                    n = c_read(self.sysfd, view.buf, want)
-                    if n >= 0:
-                        # A short read empties a stream socket's receive
-                        # queue (TCP and unix stream reads copy every queued
-                        # segment); a datagram read says nothing about the next.
-                        self.rdrained = self.stream and 0 < n < <ssize_t>want
-                        return n
-                    err = errno
-                    if err == EAGAIN:
-                        await self.pd.rwait
-                    elif err != EINTR:
-                        PyErr_SetFromErrno(OSError)
-            finally:
-                self.rwunlock(True)
-        except OSError as e:
-            raise self.wrap_error("read", e)
-        finally:
-            PyBuffer_Release(&view)
+        op.hasview = True
+        op.fd = self
+        op.kind = OP_READ
+        return op
 
-    async def wait_readable(self):
+    def wait_readable(self):
         """Park until a read is likely to find data, EOF or an error, without
         holding a buffer: a goroutine per connection can take a buffer from a
         pool only once its peer has sent something. A read after it may still
         park (the readiness can be spurious); nothing is consumed."""
-        cdef int err
-        try:
-            w = self.rwlock(True)
-            if w is not None:
-                await w
-            try:
-                # Only after a short read is the stream known to be empty;
-                # then wait as read would (same readiness and hang-up rules).
-                if self.rdrained and self.pd.rg != pdReady and not self.pd.hup:
-                    err = pollreset(self.pd, MODE_R)
-                    if err:
-                        raise _pollerr(err)
-                    await self.pd.rwait
-                # Readiness was consumed by the wait (or not known): the next
-                # read must try the syscall.
-                self.rdrained = False
-            finally:
-                self.rwunlock(True)
-        except OSError as e:
-            raise self.wrap_error("read", e)
+        cdef _RW op = _RW.__new__(_RW)
+        op.fd = self
+        op.kind = OP_WAITREAD
+        return op
 
-    async def write(self, data):
+    def write(self, data):
         """Write all of ``data``, looping over partial writes; returns len(data)."""
-        cdef Py_buffer view
-        cdef ssize_t n
-        cdef Py_ssize_t nn = 0
-        cdef size_t want
-        cdef int err
         if isinstance(data, str):
             raise TypeError("write() needs bytes-like data, not str (encode it first)")
-        PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
-        try:
-            w = self.rwlock(False)
-            if w is not None:
-                await w
-            try:
-                err = pollreset(self.pd, MODE_W)
-                if err:
-                    raise _pollerr(err)
-                while True:
-                    want = view.len - nn
-                    if self.stream and want > MAX_RW:
-                        want = MAX_RW
-                    n = c_write(self.sysfd, <char *>view.buf + nn, want)
-                    if n > 0:
-                        nn += n
-                    if nn == view.len:
-                        return nn
-                    if n < 0:
-                        err = errno
-                        if err == EAGAIN:
-                            await self.pd.wwait
-                        elif err != EINTR:
-                            PyErr_SetFromErrno(OSError)
-                    elif n == 0:
-                        raise OSError(_errno.EIO, "write returned 0 bytes (unexpected EOF)")
-            finally:
-                self.rwunlock(False)
-        except OSError as e:
-            raise self.wrap_error("write", e)
-        finally:
-            PyBuffer_Release(&view)
+        cdef _RW op = _RW.__new__(_RW)
+        PyObject_GetBuffer(data, &op.view, PyBUF_SIMPLE)
+        op.hasview = True
+        op.fd = self
+        op.kind = OP_WRITE
+        return op
+
+    cdef bint read_begin(self, _RW op) except -1:
+        # True: wait for readiness before the first read(2).
+        # The last read came up short, so the stream was empty then, and no
+        # readiness has been seen since: any data that arrived after it
+        # raises a new edge (or is seen by a level poll once armed), so skip
+        # the read that would fail with EAGAIN and wait first. Not after a
+        # hang-up: a FIN that came before that read makes the next one
+        # return EOF with no new edge. Checked before pollreset, which drops
+        # the readiness that says "read".
+        cdef bint probe = not self.rdrained or self.pd.rg == pdReady or self.pd.hup
+        cdef int err = pollreset(self.pd, MODE_R)
+        if err:
+            raise _pollerr(err)
+        return not probe
+
+    cdef int read_ready(self) except -1:
+        # wait_readable is done: the readiness it saw was consumed (or none
+        # was known), so the next read must try the syscall.
+        self.rdrained = False
+        return 0
+
+    cdef bint read_once(self, _RW op) except -1:
+        # True: done (op.n set); False: EAGAIN.
+        cdef ssize_t n
+        cdef size_t want = op.view.len
+        cdef int err
+        if self.stream and want > MAX_RW:
+            want = MAX_RW
+        while True:
+            n = c_read(self.sysfd, op.view.buf, want)
+            if n >= 0:
+                # A short read empties a stream socket's receive queue (TCP
+                # and unix stream reads copy every queued segment); a
+                # datagram read says nothing about the next.
+                self.rdrained = self.stream and 0 < n < <ssize_t>want
+                op.n = n
+                return True
+            err = errno
+            if err == EAGAIN:
+                return False
+            if err != EINTR:
+                PyErr_SetFromErrno(OSError)
+
+    cdef bint write_once(self, _RW op) except -1:
+        # True: all written (op.n); False: EAGAIN with op.n written so far.
+        cdef ssize_t n
+        cdef size_t want
+        cdef int err
+        while True:
+            want = op.view.len - op.n
+            if self.stream and want > MAX_RW:
+                want = MAX_RW
+            n = c_write(self.sysfd, <char *>op.view.buf + op.n, want)
+            if n > 0:
+                op.n += n
+            if op.n == op.view.len:
+                return True
+            if n < 0:
+                err = errno
+                if err == EAGAIN:
+                    return False
+                if err != EINTR:
+                    PyErr_SetFromErrno(OSError)
+            elif n == 0:
+                raise OSError(_errno.EIO, "write returned 0 bytes (unexpected EOF)")
 
     async def writev(self, buffers):
         """Write a sequence of buffers with writev(2), at most IOV_MAX per call."""
@@ -525,14 +511,19 @@ cdef class _LockWait(Park):
         return self
 
     def __next__(self):
-        if self.g is not None:
-            self.g = None
+        if self.step():
+            return self
+        raise StopIteration
+
+    cdef bint step(self) except -1:
+        # True: still held, park; False: taken.
+        self.g = None
         if self.fd.fdclosed:
             raise _closing()
         if self.fd.lock_free(self.read):
             self.fd.take(self.read)
-            raise StopIteration
-        return self
+            return False
+        return True
 
     def send(self, value):
         return self.__next__()
@@ -552,6 +543,191 @@ cdef class _LockWait(Park):
         self.g = g
         (self.fd.rwait if self.read else self.fd.wwait).append(g)
         return True
+
+
+cdef enum:
+    OP_READ = 0
+    OP_WRITE = 1
+    OP_WAITREAD = 2
+
+# _RW states.
+cdef enum:
+    S_NEW = 0       # not started: holds at most the caller's buffer
+    S_LOCK = 1      # parked on the fdMutex (lw)
+    S_IO = 2        # holds the lock; trying the syscall or parked on the poll descriptor (pw)
+    S_DONE = 3      # finished: holds nothing
+
+
+@cython.freelist(16)
+@cython.no_gc_clear
+cdef class _RW:
+    # One read, write or wait_readable call, awaited once. A coroutine would
+    # cost three objects per call (the coroutine, its closure, and the
+    # wrapper __await__ returns to Python code) and a StopIteration per
+    # result; this is one object from a free list, and its am_send slot
+    # (installed at import, Cython does not map it) hands the result back
+    # without an exception. The steps are those of the coroutines: lock,
+    # pollreset, syscall -> EAGAIN -> pollWait -> syscall; pw or lw is the
+    # Park yielded while suspended, and finish() releases the lock and the
+    # buffer on every way out (result, error, throw, close, dealloc).
+    cdef FD fd
+    cdef Py_buffer view
+    cdef bint hasview, locked
+    cdef int kind, state
+    cdef Py_ssize_t n
+    cdef _LockWait lw
+    cdef _Wait pw
+
+    def __await__(self):
+        return self
+
+    def __next__(self):
+        cdef PyObject *res = NULL
+        cdef int r = _rw_send(<PyObject *>self, NULL, &res)
+        v = <object>res
+        Py_XDECREF(res)
+        if r == 1:
+            return v
+        raise StopIteration(v)
+
+    def send(self, value):
+        return self.__next__()
+
+    def throw(self, typ, val=None, tb=None):
+        self.close()
+        raise typ if val is None else val
+
+    def close(self):
+        if self.lw is not None:
+            self.lw.close()
+            self.lw = None
+        if self.pw is not None:
+            self.pw._abandon()
+            self.pw = None
+        self.finish()
+
+    def __dealloc__(self):
+        # Only a started call dropped without close() (a coroutine's own
+        # finalizer closes what it awaits) gets here holding the lock.
+        if self.state == S_IO and self.pw is not None:
+            self.pw._abandon()
+        self.finish()
+
+    cdef void finish(self) noexcept:
+        cdef bint locked = self.locked
+        self.state = S_DONE
+        self.locked = False
+        if self.hasview:
+            self.hasview = False
+            PyBuffer_Release(&self.view)
+        if locked:
+            try:
+                self.fd.rwunlock(self.kind != OP_WRITE)
+            except BaseException:
+                pass
+
+    cdef bint wait(self, _Wait w) except -1:
+        # pollWait: True when parked (yield pw), False when already ready.
+        w.begin()
+        if w.step():
+            self.pw = w
+            return True
+        return False
+
+    cdef int step(self) except -1:
+        # 1: parked on lw or pw; 0: finished, the result in n.
+        cdef FD fd = self.fd
+        cdef bint read = self.kind != OP_WRITE
+        cdef int err
+        if self.state == S_NEW:
+            if fd.fdclosed:
+                raise _closing()
+            if fd.lock_free(read):
+                fd.take(read)
+            else:
+                self.lw = _LockWait.__new__(_LockWait)
+                self.lw.fd = fd
+                self.lw.read = read
+                self.state = S_LOCK
+        if self.state == S_LOCK:
+            if self.lw.step():
+                return 1
+            self.lw = None
+        if self.state != S_IO:
+            # Just took the lock.
+            self.locked = True
+            self.state = S_IO
+            if self.kind == OP_WRITE:
+                err = pollreset(fd.pd, MODE_W)
+                if err:
+                    raise _pollerr(err)
+            elif self.kind == OP_READ and self.view.len == 0:
+                return 0
+            elif fd.read_begin(self) and self.wait(fd.pd.rwait):
+                return 1
+            elif self.kind == OP_WAITREAD:
+                return fd.read_ready()
+        elif self.pw is not None:
+            # Resumed from pollWait.
+            if self.pw.step():
+                return 1
+            self.pw = None
+            if self.kind == OP_WAITREAD:
+                return fd.read_ready()
+        while True:
+            if self.kind == OP_WRITE:
+                if fd.write_once(self):
+                    return 0
+                if self.wait(fd.pd.wwait):
+                    return 1
+            else:
+                if fd.read_once(self):
+                    return 0
+                if self.wait(fd.pd.rwait):
+                    return 1
+
+
+cdef int _rw_send(PyObject *o, PyObject *arg, PyObject **res) except -1:
+    # The am_send slot (PySendResult: 1 next, 0 return, -1 error).
+    cdef _RW op = <_RW>o
+    cdef int r
+    cdef object v
+    if op.state == S_DONE:
+        raise RuntimeError("cannot reuse an already awaited read/write")
+    try:
+        r = op.step()
+    except BaseException as e:
+        op.finish()
+        if isinstance(e, OSError):
+            raise op.fd.wrap_error("write" if op.kind == OP_WRITE else "read", e)
+        raise
+    if r == 1:
+        v = op.lw if op.lw is not None else op.pw
+    else:
+        op.finish()
+        v = None if op.kind == OP_WAITREAD else PyLong_FromSsize_t(op.n)
+    Py_INCREF(v)
+    res[0] = <PyObject *>v
+    return r
+
+
+cdef extern from *:
+    """
+    typedef int (*__netpoll_sendfunc)(PyObject *, PyObject *, PyObject **);
+    static int __netpoll_set_am_send(PyTypeObject *t, __netpoll_sendfunc f) {
+        if (t->tp_as_async == NULL) {
+            PyErr_SetString(PyExc_SystemError, "type has no tp_as_async");
+            return -1;
+        }
+        t->tp_as_async->am_send = (sendfunc)f;
+        PyType_Modified(t);
+        return 0;
+    }
+    """
+    ctypedef int (*__netpoll_sendfunc)(PyObject *, PyObject *, PyObject **) except -1
+    int __netpoll_set_am_send(PyTypeObject *t, __netpoll_sendfunc f) except -1
+
+__netpoll_set_am_send(<PyTypeObject *>_RW, _rw_send)
 
 
 cdef extern from "<sys/socket.h>" nogil:

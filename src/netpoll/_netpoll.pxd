@@ -108,6 +108,8 @@ cdef class _Wait(Park):
     cdef PollDesc pd
     cdef int mode
     cdef bint parked
+    cdef int begin(self) except -1      # pollWait's entry checks (await)
+    cdef bint step(self) except -1      # True: parked, yield it; False: ready
     cdef void _abandon(self)
 
 

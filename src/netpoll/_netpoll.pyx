@@ -474,14 +474,24 @@ cdef class _Wait(Park):
     # reads rg/wg the way netpollblock's tail does.
 
     def __await__(self):
+        self.begin()
+        return self
+
+    def __next__(self):
+        if self.step():
+            return self
+        raise StopIteration
+
+    cdef int begin(self) except -1:
         if self.parked:
             raise NetpollError("netpoll: double wait")
         cdef int err = netpollcheckerr(self.pd, self.mode)
         if err:
             raise _pollerror(err)
-        return self
+        return 0
 
-    def __next__(self):
+    cdef bint step(self) except -1:
+        # True: parked, yield self to the scheduler; False: the I/O is ready.
         cdef PollDesc pd = self.pd
         cdef int old, err
         if self.parked:
@@ -493,7 +503,7 @@ cdef class _Wait(Park):
                 old = pd.wg
                 pd.wg = pdNil
             if old == pdReady:
-                raise StopIteration
+                return False
             if old != pdNil:
                 raise NetpollError("netpoll: corrupted polldesc")
             err = netpollcheckerr(pd, self.mode)
@@ -502,13 +512,13 @@ cdef class _Wait(Park):
             # Woken by a timer whose deadline was moved before we ran: wait on.
         while True:
             if netpollblock(pd, self.mode):
-                raise StopIteration
+                return False
             err = netpollcheckerr(pd, self.mode)
             if err == 0:
                 if pd.backend.arm:
                     pd.backend.netpollarm(pd, self.mode)
                 self.parked = True
-                return self
+                return True
             if self.mode == MODE_R:
                 pd.rg = pdNil
             else:

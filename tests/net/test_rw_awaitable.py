@@ -1,0 +1,186 @@
+"""Conn.read, write and wait_readable return hand-written awaitables, not
+coroutines: each way of leaving one (result, error, close, throw, dropped
+unawaited or half-way) must release the buffer and the fdMutex, and they
+must behave like coroutines for every driver (await, next/send, tracing)."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+import netpoll
+from netpoll._netpoll import Park
+
+from netutil import run, stream_pair
+
+
+def exported(buf: bytearray) -> bool:
+    """Whether someone still holds a buffer export of ``buf``."""
+    try:
+        buf += b"x"
+    except BufferError:
+        return True
+    del buf[-1]
+    return False
+
+
+def test_bad_arguments_fail_at_the_call(backend_name):
+    async def main():
+        ln, c, s = await stream_pair()
+        with ln, c, s:
+            with pytest.raises(TypeError, match="writable buffer"):
+                c.read(b"read-only")
+            with pytest.raises(TypeError, match="not str"):
+                c.write("text")
+            with pytest.raises(TypeError):
+                c.write(12)
+
+    run(backend_name, main)
+
+
+def test_awaiting_twice_is_an_error(backend_name):
+    async def main():
+        ln, c, s = await stream_pair()
+        with ln, c, s:
+            op = s.write(b"hi")
+            assert await op == 2
+            with pytest.raises(RuntimeError, match="already awaited"):
+                await op
+            buf = bytearray(8)
+            op = c.read(buf)
+            assert await op == 2
+            assert not exported(buf)
+            with pytest.raises(RuntimeError, match="already awaited"):
+                await op
+
+    run(backend_name, main)
+
+
+def test_an_unawaited_call_holds_nothing(backend_name):
+    async def main():
+        ln, c, s = await stream_pair()
+        with ln, c, s:
+            buf = bytearray(8)
+            op = c.read(buf)  # lazy: no lock, no syscall until awaited
+            await s.write(b"abc")
+            other = bytearray(8)
+            assert await c.read(other) == 3
+            assert exported(buf)
+            del op
+            assert not exported(buf)
+
+    run(backend_name, main)
+
+
+@pytest.mark.parametrize("leave", ["close", "throw", "drop"])
+def test_leaving_a_parked_read_releases_lock_buffer_and_semaphore(backend_name, leave):
+    async def main():
+        ln, c, s = await stream_pair()
+        with ln, c, s:
+            buf = bytearray(8)
+            op = c.read(buf)
+            park = op.send(None)  # nothing to read: it parks on the poll descriptor
+            assert isinstance(park, Park)
+            assert exported(buf)
+            if leave == "close":
+                op.close()
+            elif leave == "throw":
+                with pytest.raises(ValueError, match="boom"):
+                    op.throw(ValueError("boom"))
+            else:
+                del op, park
+            assert not exported(buf)
+            # The lock is free and the semaphore clean: a new read parks and
+            # is woken by the data.
+            g = netpoll.go(c.read(buf))
+            await netpoll.sleep(0.02)
+            await s.write(b"xyz")
+            assert await g == 3
+            assert bytes(buf[:3]) == b"xyz"
+
+    run(backend_name, main)
+
+
+def test_drivers_other_than_await(backend_name):
+    async def main():
+        ln, c, s = await stream_pair()
+        with ln, c, s:
+            # Nothing read yet: nothing is known, so it returns at once.
+            with pytest.raises(StopIteration) as e:
+                next(c.wait_readable().__await__())
+            assert e.value.value is None
+            it = s.write(b"hello").__await__()
+            with pytest.raises(StopIteration) as e:
+                next(it)
+            assert e.value.value == 5
+            buf = bytearray(8)
+            await c.wait_readable()
+            with pytest.raises(StopIteration) as e:
+                c.read(buf).send(None)
+            assert e.value.value == 5
+            # A short read emptied the stream: now it parks.
+            it = c.wait_readable().__await__()
+            assert isinstance(next(it), Park)
+            it.close()
+            await s.write(b"!")
+            await c.wait_readable()
+            assert await c.read(buf) == 1
+
+    run(backend_name, main)
+
+
+def test_under_a_trace_function(backend_name):
+    # With a trace function set, CPython's await uses __next__ / send instead
+    # of the am_send slot; parking and results must work the same.
+    async def main():
+        ln, c, s = await stream_pair()
+        with ln, c, s:
+            buf = bytearray(8)
+
+            async def reader():
+                return await c.read(buf), await c.read(buf)
+
+            g = netpoll.go(reader())
+            await netpoll.sleep(0.02)
+            assert await s.write(b"one") == 3
+            await netpoll.sleep(0.02)
+            assert await s.write(b"four") == 4
+            assert await g == (3, 4)
+
+    calls = []
+
+    def tracer(frame, event, arg):
+        calls.append(event)
+        return tracer
+
+    old = sys.gettrace()
+    sys.settrace(tracer)
+    try:
+        run(backend_name, main)
+    finally:
+        sys.settrace(old)
+    assert calls
+
+
+def test_errors_are_wrapped_and_release_everything(backend_name):
+    async def main():
+        ln, c, s = await stream_pair()
+        with ln, s:
+            buf = bytearray(8)
+            c.set_read_deadline(netpoll.now() + 0.02)
+            with pytest.raises(netpoll.DeadlineExceededError) as e:
+                await c.read(buf)
+            assert "read" in str(e.value)
+            assert not exported(buf)
+            c.set_read_deadline(None)
+            g = netpoll.go(c.read(buf))
+            await netpoll.sleep(0.02)
+            c.close()
+            with pytest.raises(netpoll.ClosedError):
+                await g
+            assert not exported(buf)
+            with pytest.raises(netpoll.ClosedError):
+                await c.write(b"x")
+
+    run(backend_name, main)
