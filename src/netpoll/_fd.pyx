@@ -13,7 +13,9 @@ fdMutex state, as Go lays it out in one word (here: separate fields):
   closed        set once by close
   rlock, wlock  the read / write lock is held
   refs          references: one per operation in flight (locked or not)
-  rwait, wwait  goroutines parked waiting for the read / write lock
+  rwait, wwait  goroutines parked waiting for the read / write lock (None
+                until the first: rwunlock, on every operation, then tests a
+                field of the FD instead of touching a list elsewhere in memory)
 Pairs: read/accept/recvfrom take rwlock(True)/rwunlock(True); write/writev/
 sendto take rwlock(False)/rwunlock(False); deadlines, shutdown and socket
 options take incref/decref; close takes increfAndClose then decref.
@@ -114,8 +116,6 @@ cdef class FD:
         self.sock = sock
         self.sysfd = sock.fileno()
         self.stream = stream
-        self.rwait = []
-        self.wwait = []
         self.sched = getsched()
         self.pd = self.sched.pollopen(self.sysfd)
 
@@ -168,13 +168,17 @@ cdef class FD:
             self.wlock = False
             if self.wwait:
                 self.sched.readylist([self.wwait.pop(0)])
-        # As Go's readUnlock/writeUnlock: when this was the last reference
-        # after close, destroy's error is not this operation's error (it
-        # already failed or succeeded on its own terms), so it is dropped.
-        try:
-            self.decref()
-        except OSError:
-            pass
+        if self.refs <= 0:
+            raise NetpollError("inconsistent poll.fdMutex")
+        self.refs -= 1
+        if self.fdclosed and self.refs == 0:
+            # As Go's readUnlock/writeUnlock: the last reference after close
+            # destroys, and destroy's error is not this operation's error (it
+            # already failed or succeeded on its own terms), so it is dropped.
+            try:
+                self.destroy()
+            except OSError:
+                pass
         return 0
 
     cdef object rwlock(self, bint read):
@@ -212,9 +216,9 @@ cdef class FD:
         self.refs += 1
         # fdMutex waiters wake, see closed and fail; poll waiters wake with
         # ClosedError and leave, dropping their references.
-        cdef list waiters = self.rwait + self.wwait
-        self.rwait = []
-        self.wwait = []
+        cdef list waiters = (self.rwait or []) + (self.wwait or [])
+        self.rwait = None
+        self.wwait = None
         if waiters:
             self.sched.readylist(waiters)
         if self.pd is not None:
@@ -535,13 +539,20 @@ cdef class _LockWait(Park):
     def close(self):
         if self.g is not None:
             q = self.fd.rwait if self.read else self.fd.wwait
-            if self.g in q:
+            if q is not None and self.g in q:
                 q.remove(self.g)
             self.g = None
 
     cdef bint commit(self, object g) except -1:
         self.g = g
-        (self.fd.rwait if self.read else self.fd.wwait).append(g)
+        if self.read:
+            if self.fd.rwait is None:
+                self.fd.rwait = []
+            self.fd.rwait.append(g)
+        else:
+            if self.fd.wwait is None:
+                self.fd.wwait = []
+            self.fd.wwait.append(g)
         return True
 
 
