@@ -184,3 +184,28 @@ def test_errors_are_wrapped_and_release_everything(backend_name):
                 await c.write(b"x")
 
     run(backend_name, main)
+
+
+def test_run_ending_closes_goroutines_parked_on_the_lock_and_on_the_poller(backend_name):
+    # run() closes leftover goroutines: one parked in the poll descriptor and
+    # one queued for the read lock behind it must both give back the buffer
+    # they hold, and the lock queue must not keep the second one.
+    bufs = [bytearray(8), bytearray(8)]
+    fds = []
+
+    async def main():
+        ln, c, s = await stream_pair()
+        fds.extend((ln, c, s))
+
+        async def reader(buf):
+            await c.read(buf)
+
+        for b in bufs:
+            netpoll.go(reader(b))
+        await netpoll.sleep(0.02)
+        assert all(exported(b) for b in bufs)
+
+    run(backend_name, main)
+    assert not any(exported(b) for b in bufs)
+    for x in fds:
+        x.close()
