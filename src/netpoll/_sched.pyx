@@ -358,7 +358,7 @@ cdef class Sched:
     cdef bint idle_forever(self):
         # Go's checkdead: nothing runnable, no timer, nobody parked in the
         # poller and no other thread that promised to hand work back.
-        if self.rlen or len(self.timers) or self.backend.waiters:
+        if self.rlen or self.timers.heap or self.backend.waiters:
             return False
         with self.lock:
             return not self.injected and self.external == 0
