@@ -511,9 +511,6 @@ cdef class _LockWait(Park):
     cdef bint read
     cdef object g
 
-    def __await__(self):
-        return self
-
     def __next__(self):
         if self.step():
             return self
@@ -528,13 +525,6 @@ cdef class _LockWait(Park):
             self.fd.take(self.read)
             return False
         return True
-
-    def send(self, value):
-        return self.__next__()
-
-    def throw(self, typ, val=None, tb=None):
-        self.close()
-        raise typ if val is None else val
 
     def close(self):
         if self.g is not None:
@@ -589,6 +579,7 @@ cdef class _RW:
     cdef _LockWait lw
     cdef _Wait pw
 
+    # Not an Awaiter subclass: a free list works only on a base class.
     def __await__(self):
         return self
 
@@ -726,8 +717,8 @@ cdef extern from *:
     """
     typedef int (*__netpoll_sendfunc)(PyObject *, PyObject *, PyObject **);
     static int __netpoll_set_am_send(PyTypeObject *t, __netpoll_sendfunc f) {
-        if (t->tp_as_async == NULL) {
-            PyErr_SetString(PyExc_SystemError, "type has no tp_as_async");
+        if (t->tp_as_async == NULL || (t->tp_base && t->tp_as_async == t->tp_base->tp_as_async)) {
+            PyErr_SetString(PyExc_SystemError, "type has no async slot table of its own");
             return -1;
         }
         t->tp_as_async->am_send = (sendfunc)f;

@@ -27,7 +27,13 @@ cdef enum:
 cdef int64_t nanotime() noexcept nogil
 
 
-cdef class Park:
+cdef class Awaiter:
+    # An awaitable that is its own iterator; subclasses give __next__ and,
+    # when a suspended await must undo something, close.
+    pass
+
+
+cdef class Park(Awaiter):
     # A goroutine parks by yielding a Park to the scheduler (the single trap).
     # Once the goroutine has left its stack the scheduler calls commit(g);
     # False abandons the park and the goroutine is resumed at once.

@@ -97,7 +97,26 @@ cdef object _pollerror(int code):
 # Parking
 # ---------------------------------------------------------------------------
 
-cdef class Park:
+cdef class Awaiter:
+    # The generator protocol around __next__, for the coroutine that awaits
+    # one: send is next (the scheduler resumes with None), throw and close
+    # undo a suspended await (run() closing leftovers), then throw re-raises.
+
+    def __await__(self):
+        return self
+
+    def send(self, value):
+        return self.__next__()
+
+    def throw(self, typ, val=None, tb=None):
+        self.close()
+        raise typ if val is None else val
+
+    def close(self):
+        pass
+
+
+cdef class Park(Awaiter):
     cdef bint commit(self, object g) except -1:
         return True
 
@@ -524,15 +543,6 @@ cdef class _Wait(Park):
             else:
                 pd.wg = pdNil
             raise _pollerror(err)
-
-    def send(self, value):
-        return self.__next__()
-
-    def throw(self, typ, val=None, tb=None):
-        self._abandon()
-        if val is None:
-            raise typ
-        raise val
 
     def close(self):
         self._abandon()

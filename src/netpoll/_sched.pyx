@@ -78,9 +78,6 @@ cdef class _Join(Park):
     def __cinit__(self, G g):
         self.g = g
 
-    def __await__(self):
-        return self
-
     def __next__(self):
         if self.g.done:
             self.parked = False
@@ -90,13 +87,6 @@ cdef class _Join(Park):
             raise NetpollError("netpoll: join resumed before the goroutine finished")
         self.parked = True
         return self
-
-    def send(self, value):
-        return self.__next__()
-
-    def throw(self, typ, val=None, tb=None):
-        self.close()
-        raise typ if val is None else val
 
     def close(self):
         if self.parked and self.g.joiners is not None and self.waiter in self.g.joiners:
@@ -118,22 +108,12 @@ cdef class _Sleep(Park):
     cdef int64_t ns
     cdef Timer t
 
-    def __await__(self):
-        return self
-
     def __next__(self):
         if self.t is None:
             self.t = Timer()
             return self
         self.t = None
         raise StopIteration
-
-    def send(self, value):
-        return self.__next__()
-
-    def throw(self, typ, val=None, tb=None):
-        self.close()
-        raise typ if val is None else val
 
     def close(self):
         if self.t is not None and self.t.index >= 0:
@@ -157,9 +137,6 @@ cdef class _Call(Park):
     cdef object cancel
     cdef bint parked
 
-    def __await__(self):
-        return self
-
     def __next__(self):
         return self.send(None)
 
@@ -169,10 +146,6 @@ cdef class _Call(Park):
             raise StopIteration(value)
         self.parked = True
         return self
-
-    def throw(self, typ, val=None, tb=None):
-        self.close()
-        raise typ if val is None else val
 
     def close(self):
         if self.parked and self.cancel is not None:
