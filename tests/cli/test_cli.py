@@ -5,17 +5,17 @@ from __future__ import annotations
 import json
 import os
 import re
-import select
 import signal
 import socket
 import subprocess
 import sys
-import time
 
 import pytest
 
 import netpoll
 from netpoll.benchmark import build
+
+from procutil import readline
 
 CMD = [sys.executable, "-m", "netpoll"]
 
@@ -62,24 +62,10 @@ def test_echo_backend_must_exist():
     assert "nope" in p.stderr
 
 
-def _readline(proc, timeout):
-    end = time.monotonic() + timeout
-    buf = b""
-    while not buf.endswith(b"\n") and time.monotonic() < end:
-        r, _, _ = select.select([proc.stdout], [], [], max(0.0, end - time.monotonic()))
-        if not r:
-            break
-        c = os.read(proc.stdout.fileno(), 1)
-        if not c:
-            break
-        buf += c
-    return buf.decode()
-
-
 def test_echo_serves_until_sigterm():
     proc = subprocess.Popen(CMD + ["echo", "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        line = _readline(proc, 10)
+        line = readline(proc, 10)
         m = re.search(r"listening on (\S+):(\d+) \(backend (\w+)\)", line)
         assert m, line
         host, port, backend = m.group(1), int(m.group(2)), m.group(3)

@@ -11,10 +11,11 @@ import socket
 import struct
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+
+from procutil import readline
 
 pytest.importorskip("httptools", reason="examples/http_hello.py parses requests with httptools")
 
@@ -26,26 +27,12 @@ GET_CLOSE = b"GET / HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
 GET_10 = b"GET / HTTP/1.0\r\n\r\n"
 
 
-def _readline(proc: subprocess.Popen, timeout: float) -> str:
-    end = time.monotonic() + timeout
-    buf = b""
-    while not buf.endswith(b"\n") and time.monotonic() < end:
-        r, _, _ = select.select([proc.stdout], [], [], max(0.0, end - time.monotonic()))
-        if not r:
-            break
-        c = os.read(proc.stdout.fileno(), 1)
-        if not c:
-            break
-        buf += c
-    return buf.decode()
-
-
 class Server:
     def __init__(self, backend_name: str) -> None:
         env = dict(os.environ, NETPOLL_BACKEND=backend_name)
         self.proc = subprocess.Popen([sys.executable, str(EXAMPLE), "--port", "0"], env=env,
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        line = _readline(self.proc, 10)
+        line = readline(self.proc, 10)
         m = re.search(r"serving http://127\.0\.0\.1:(\d+) \(backend (\w+)\)", line)
         if not m:
             self.kill()
