@@ -615,7 +615,9 @@ cdef class _RW:
             self.pw._abandon()
         self.finish()
 
-    cdef void finish(self) noexcept:
+    cdef int finish(self) except -1:
+        # Idempotent; an error here is an fdMutex invariant broken (rwunlock
+        # already drops destroy's own errors), so it propagates.
         cdef bint locked = self.locked
         self.state = S_DONE
         self.locked = False
@@ -623,10 +625,8 @@ cdef class _RW:
             self.hasview = False
             PyBuffer_Release(&self.view)
         if locked:
-            try:
-                self.fd.rwunlock(self.kind != OP_WRITE)
-            except BaseException:
-                pass
+            self.fd.rwunlock(self.kind != OP_WRITE)
+        return 0
 
     cdef bint wait(self, _Wait w) except -1:
         # pollWait: True when parked (yield pw), False when already ready.
