@@ -97,6 +97,29 @@ def test_close_and_deadline_end_the_wait(backend_name):
     run(backend_name, main)
 
 
+def test_a_past_deadline_or_a_closed_conn_fail_even_with_nothing_to_wait_for(backend_name):
+    # Nothing read yet, so nothing says the stream is empty and it would
+    # return at once; a past deadline and a close still fail it, as they
+    # fail a read.
+    async def main():
+        ln, c, s = await stream_pair()
+        try:
+            await s.write(b"x")
+            c.set_read_deadline(netpoll.now() - 1)
+            with pytest.raises(netpoll.DeadlineExceededError):
+                await c.wait_readable()
+            c.set_read_deadline(None)
+            await c.wait_readable()
+            c.close()
+            with pytest.raises(netpoll.ClosedError):
+                await c.wait_readable()
+        finally:
+            for x in (c, s, ln):
+                x.close()
+
+    run(backend_name, main)
+
+
 def test_echo_with_pooled_buffers_loses_nothing(backend_name):
     async def main():
         ln, c, s = await stream_pair()
