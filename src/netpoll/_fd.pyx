@@ -405,79 +405,48 @@ cdef class FD:
         except OSError as e:
             raise self.wrap_error("writev", e)
 
-    async def accept(self):
+    async def _retry(self, bint read, str op, tuple again, fn, *args):
+        # The calls made through the hook table or the socket object: lock,
+        # pollreset, call; EAGAIN (BlockingIOError) waits for readiness, the
+        # errors in `again` try again at once.
+        cdef int err
+        try:
+            w = self.rwlock(read)
+            if w is not None:
+                await w
+            try:
+                err = pollreset(self.pd, MODE_R if read else MODE_W)
+                if err:
+                    raise _pollerr(err)
+                while True:
+                    try:
+                        return fn(*args)
+                    except BlockingIOError:
+                        await (self.pd.rwait if read else self.pd.wwait)
+                    except again:
+                        pass
+            finally:
+                self.rwunlock(read)
+        except OSError as e:
+            raise self.wrap_error(op, e)
+
+    def accept(self):
         """Accept a connection through the hook table; returns (socket, addr)."""
-        cdef int err
-        try:
-            w = self.rwlock(True)
-            if w is not None:
-                await w
-            try:
-                err = pollreset(self.pd, MODE_R)
-                if err:
-                    raise _pollerr(err)
-                while True:
-                    try:
-                        return _hooks.accept(self.sock)
-                    except BlockingIOError:
-                        await self.pd.rwait
-                    except (InterruptedError, ConnectionAbortedError):
-                        # ECONNABORTED: a queued connection was reset before
-                        # we took it; take the next.
-                        pass
-            finally:
-                self.rwunlock(True)
-        except OSError as e:
-            raise self.wrap_error("accept", e)
+        # ECONNABORTED: a queued connection was reset before we took it; take
+        # the next.
+        return self._retry(True, "accept", (InterruptedError, ConnectionAbortedError),
+                           _hooks.accept, self.sock)
 
-    async def recvfrom(self, buf):
+    def recvfrom(self, buf):
         """recvfrom into a writable buffer: (n, address). No EOF for datagrams."""
-        cdef int err
         memoryview(buf).cast("B")  # read-only or non-buffer: a clear error first
-        try:
-            w = self.rwlock(True)
-            if w is not None:
-                await w
-            try:
-                err = pollreset(self.pd, MODE_R)
-                if err:
-                    raise _pollerr(err)
-                while True:
-                    try:
-                        return self.sock.recvfrom_into(buf)
-                    except BlockingIOError:
-                        await self.pd.rwait
-                    except InterruptedError:
-                        pass
-            finally:
-                self.rwunlock(True)
-        except OSError as e:
-            raise self.wrap_error("read", e)
+        return self._retry(True, "read", (InterruptedError,), self.sock.recvfrom_into, buf)
 
-    async def sendto(self, data, addr):
+    def sendto(self, data, addr):
         """sendto: a datagram is sent whole; returns len(data)."""
-        cdef int err
         if isinstance(data, str):
             raise TypeError("write_to() needs bytes-like data, not str (encode it first)")
-        try:
-            w = self.rwlock(False)
-            if w is not None:
-                await w
-            try:
-                err = pollreset(self.pd, MODE_W)
-                if err:
-                    raise _pollerr(err)
-                while True:
-                    try:
-                        return self.sock.sendto(data, addr)
-                    except BlockingIOError:
-                        await self.pd.wwait
-                    except InterruptedError:
-                        pass
-            finally:
-                self.rwunlock(False)
-        except OSError as e:
-            raise self.wrap_error("write", e)
+        return self._retry(False, "write", (InterruptedError,), self.sock.sendto, data, addr)
 
     async def wait_write(self):
         """Park until writable (a non-blocking connect in progress)."""
