@@ -1,4 +1,4 @@
-from typing import Any, Awaitable, Callable, Literal, Optional, Union
+from typing import Any, Awaitable, Callable, ClassVar, Literal, Optional, Union
 
 Mode = Union[Literal["r", "w", "rw"], int]
 
@@ -28,11 +28,11 @@ class Timers:
     def run_due(self, now: int) -> list[Any]: ...
 
 class Backend:
-    name: str
-    edge_triggered: bool
-    needs_arm: bool
-    max_fd: Optional[int]
-    error_events: bool
+    name: ClassVar[str]
+    edge_triggered: ClassVar[bool]
+    needs_arm: ClassVar[bool]
+    max_fd: ClassVar[Optional[int]]
+    error_events: ClassVar[bool]
     waiters: int
     @property
     def closed(self) -> bool: ...

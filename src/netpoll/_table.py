@@ -99,8 +99,10 @@ def backend_class(name: str) -> type:
     """The class of an available backend."""
     info = backend_infos().get(name)
     if info is None or not info.available:
-        resolve(name, "backend")
-    return backend_infos()[name].cls
+        resolve(name, "backend")  # raises, naming what is available
+    cls = backend_infos()[name].cls
+    assert cls is not None
+    return cls
 
 
 def chosen_at_import() -> str:

@@ -16,7 +16,7 @@ class ClosedError(OSError):
         super().__init__(_errno.EBADF, msg)
 
     def __str__(self) -> str:
-        return self.strerror
+        return self.strerror or ""
 
 
 class DeadlineExceededError(TimeoutError):
@@ -26,7 +26,7 @@ class DeadlineExceededError(TimeoutError):
         super().__init__(_errno.ETIMEDOUT, msg)
 
     def __str__(self) -> str:
-        return self.strerror
+        return self.strerror or ""
 
 
 class NotPollableError(OSError):
@@ -37,7 +37,7 @@ class NotPollableError(OSError):
         self.fd = fd
 
     def __str__(self) -> str:
-        return self.strerror
+        return self.strerror or ""
 
 
 class DeadlockError(RuntimeError):
