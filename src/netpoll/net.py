@@ -14,11 +14,11 @@ import ipaddress
 import math
 import os
 import socket as _socket
-from typing import Any, Optional, Union
+from typing import Any, Callable, Optional, Union
 
 from netpoll import hooks
 from netpoll._fd import FD, deadline_ns
-from netpoll.errors import ClosedError, DeadlineExceededError
+from netpoll.errors import DeadlineExceededError
 
 __all__ = [
     "listen", "dial", "listen_packet", "Listener", "Conn", "PacketConn",
@@ -587,6 +587,28 @@ class PacketConn(_NetFD):
 # listen, dial, listen_packet
 # ---------------------------------------------------------------------------
 
+def _bind(net: str, laddr: Addr, sotype: int, ipopt: int, make: Callable[[_socket.socket], Any]) -> Any:
+    # listen's and listen_packet's common part: socket, options (ipopt on IP
+    # sockets), bind, then make(sock) wraps it (after listen(2) for streams).
+    # Any failure closes the socket and leaves as OpError("listen").
+    if isinstance(laddr, TCPAddr):
+        laddr = _wildcard(net, laddr)
+    sock = _new_socket("listen", net, _family_for(net, laddr), sotype, None, laddr)
+    try:
+        if isinstance(laddr, TCPAddr):
+            sock.setsockopt(_socket.SOL_SOCKET, ipopt, 1)
+            _set_v6only(sock, net, laddr)
+        sock.bind(laddr.sockaddr())
+        fd = make(sock)
+    except BaseException as e:
+        _close_quietly(sock)
+        if isinstance(e, _WRAPPED):
+            raise operror("listen", net, None, laddr, e) from None
+        raise
+    fd._init(net, _sockaddr_to_addr(net, sock.getsockname()), None)
+    return fd
+
+
 def listen(network: str, address: AddrLike, backlog: Optional[int] = None) -> Listener:
     """Socket, bind and listen in one call (tcp, tcp4, tcp6, unix).
 
@@ -602,22 +624,12 @@ def listen(network: str, address: AddrLike, backlog: Optional[int] = None) -> Li
             raise ValueError(f"backlog must be an int from 0 to 2147483647, not {backlog!r}")
     except ValueError as e:
         raise operror("listen", net, None, None, e) from None
-    if isinstance(laddr, TCPAddr):
-        laddr = _wildcard(net, laddr)
-    sock = _new_socket("listen", net, _family_for(net, laddr), _socket.SOCK_STREAM, None, laddr)
-    try:
-        if isinstance(laddr, TCPAddr):
-            sock.setsockopt(_socket.SOL_SOCKET, _socket.SO_REUSEADDR, 1)
-            _set_v6only(sock, net, laddr)
-        sock.bind(laddr.sockaddr())
+
+    def make(sock: _socket.socket) -> Listener:
         hooks.listen(sock, backlog)
-        ln = Listener(sock)
-    except BaseException as e:
-        _close_quietly(sock)
-        if isinstance(e, _WRAPPED):
-            raise operror("listen", net, None, laddr, e) from None
-        raise
-    ln._init(net, _sockaddr_to_addr(net, sock.getsockname()), None)
+        return Listener(sock)
+
+    ln = _bind(net, laddr, _socket.SOCK_STREAM, _socket.SO_REUSEADDR, make)
     if isinstance(laddr, UnixAddr) and not laddr.path.startswith("\0"):
         ln._unlink = laddr.path
     return ln
@@ -630,22 +642,8 @@ def listen_packet(network: str, address: AddrLike) -> PacketConn:
         laddr = resolve_addr(net, address)
     except ValueError as e:
         raise operror("listen", net, None, None, e) from None
-    if isinstance(laddr, TCPAddr):
-        laddr = _wildcard(net, laddr)
-    sock = _new_socket("listen", net, _family_for(net, laddr), _socket.SOCK_DGRAM, None, laddr)
-    try:
-        if isinstance(laddr, TCPAddr):
-            sock.setsockopt(_socket.SOL_SOCKET, _socket.SO_BROADCAST, 1)
-            _set_v6only(sock, net, laddr)
-        sock.bind(laddr.sockaddr())
-        pc = PacketConn(sock, stream=False)
-    except BaseException as e:
-        _close_quietly(sock)
-        if isinstance(e, _WRAPPED):
-            raise operror("listen", net, None, laddr, e) from None
-        raise
-    pc._init(net, _sockaddr_to_addr(net, sock.getsockname()), None)
-    return pc
+    return _bind(net, laddr, _socket.SOCK_DGRAM, _socket.SO_BROADCAST,
+                 lambda sock: PacketConn(sock, stream=False))
 
 
 async def dial(network: str, address: AddrLike, timeout: Optional[float] = None,
