@@ -114,6 +114,21 @@ def _what(loop: str) -> str:
     return f"{selectors.DefaultSelector.__name__.replace('Selector', '').lower()} (selectors)"
 
 
+def _serve_asyncio(loop: str, start) -> None:
+    # Run an asyncio server on the named loop: start() makes it; report the
+    # address, then serve until killed.
+    import asyncio
+
+    async def main():
+        srv = await start()
+        h, p = srv.sockets[0].getsockname()[:2]
+        _ready(f"{h}:{p}", _what(loop))
+        await srv.serve_forever()
+
+    with asyncio.Runner(loop_factory=_loop_factory(loop)) as r:
+        r.run(main())
+
+
 def serve_streams(host: str, port: int, loop: str) -> None:
     import asyncio
 
@@ -130,14 +145,7 @@ def serve_streams(host: str, port: int, loop: str) -> None:
         finally:
             writer.close()
 
-    async def main():
-        srv = await asyncio.start_server(handle, host, port, backlog=BACKLOG)
-        h, p = srv.sockets[0].getsockname()[:2]
-        _ready(f"{h}:{p}", _what(loop))
-        await srv.serve_forever()
-
-    with asyncio.Runner(loop_factory=_loop_factory(loop)) as r:
-        r.run(main())
+    _serve_asyncio(loop, lambda: asyncio.start_server(handle, host, port, backlog=BACKLOG))
 
 
 def serve_protocols(host: str, port: int, loop: str) -> None:
@@ -150,14 +158,7 @@ def serve_protocols(host: str, port: int, loop: str) -> None:
         def data_received(self, data):
             self.transport.write(data)
 
-    async def main():
-        srv = await asyncio.get_running_loop().create_server(Echo, host, port, backlog=BACKLOG)
-        h, p = srv.sockets[0].getsockname()[:2]
-        _ready(f"{h}:{p}", _what(loop))
-        await srv.serve_forever()
-
-    with asyncio.Runner(loop_factory=_loop_factory(loop)) as r:
-        r.run(main())
+    _serve_asyncio(loop, lambda: asyncio.get_running_loop().create_server(Echo, host, port, backlog=BACKLOG))
 
 
 def serve_buffered(host: str, port: int, loop: str) -> None:
@@ -179,14 +180,7 @@ def serve_buffered(host: str, port: int, loop: str) -> None:
             # write() may keep what it could not send: hand it its own copy.
             self.transport.write(bytes(view[:nbytes]))
 
-    async def main():
-        srv = await asyncio.get_running_loop().create_server(Echo, host, port, backlog=BACKLOG)
-        h, p = srv.sockets[0].getsockname()[:2]
-        _ready(f"{h}:{p}", _what(loop))
-        await srv.serve_forever()
-
-    with asyncio.Runner(loop_factory=_loop_factory(loop)) as r:
-        r.run(main())
+    _serve_asyncio(loop, lambda: asyncio.get_running_loop().create_server(Echo, host, port, backlog=BACKLOG))
 
 
 # -- trio, gevent ------------------------------------------------------------
