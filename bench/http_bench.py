@@ -34,7 +34,6 @@ import os
 import platform
 import re
 import resource
-import select
 import shutil
 import signal
 import socket
@@ -46,6 +45,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
+
+from netpoll.benchmark.runner import readline, stop_process
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
@@ -73,7 +74,7 @@ class Server:
                                      stderr=self.errf, env=env, start_new_session=True)
         self.pid = self.proc.pid
         try:
-            line = _readline(self.proc.stdout, timeout)
+            line = readline(self.proc.stdout, timeout)
             m = re.search(r"serving http://(\S+):(\d+)", line)
             if not m:
                 raise RuntimeError(f"{spec.name} did not start: {line.strip() or self.stderr()}")
@@ -98,30 +99,7 @@ class Server:
         return self.errf.read().decode(errors="replace")[-2000:]
 
     def stop(self) -> None:
-        p = self.proc
-        if p.poll() is None:
-            p.send_signal(signal.SIGTERM)
-            try:
-                p.wait(5)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
-        p.stdout.close()
-        self.errf.close()
-
-
-def _readline(f: Any, timeout: float) -> str:
-    end = time.monotonic() + timeout
-    buf = b""
-    while not buf.endswith(b"\n"):
-        left = end - time.monotonic()
-        if left <= 0 or not select.select([f], [], [], left)[0]:
-            break
-        c = os.read(f.fileno(), 1)
-        if not c:
-            break
-        buf += c
-    return buf.decode(errors="replace")
+        stop_process(self.proc, self.errf)
 
 
 def _wait_for_port(host: str, port: int, timeout: float) -> None:

@@ -130,7 +130,7 @@ class Running:
             server.argv(), stdout=subprocess.PIPE, stderr=self.errf, stdin=subprocess.DEVNULL, env=env,
             preexec_fn=_pinner(pin), start_new_session=True)
         self.pid = self.proc.pid
-        line = _readline(self.proc.stdout, timeout)
+        line = readline(self.proc.stdout, timeout)
         if not line.startswith("READY "):
             self.stop()
             raise RuntimeError(f"{server.name} did not start: {line.strip() or self.stderr()}")
@@ -153,17 +153,7 @@ class Running:
         return 0
 
     def stop(self) -> int:
-        p = self.proc
-        if p.poll() is None:
-            p.send_signal(signal.SIGTERM)
-            try:
-                p.wait(5)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
-        p.stdout.close()
-        self.errf.close()
-        return p.returncode
+        return stop_process(self.proc, self.errf)
 
     def __enter__(self) -> "Running":
         return self
@@ -178,8 +168,23 @@ def _pinner(cpus: Optional[list[int]]):
     return lambda: os.sched_setaffinity(0, cpus)
 
 
-def _readline(stream, timeout: float) -> str:
-    # One line from a pipe, waiting at most `timeout` seconds.
+def stop_process(p: subprocess.Popen, errf: Any) -> int:
+    """SIGTERM, then SIGKILL after 5 s; reap it and close its stdout and
+    the file its stderr went to; returns the exit status."""
+    if p.poll() is None:
+        p.send_signal(signal.SIGTERM)
+        try:
+            p.wait(5)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+    p.stdout.close()
+    errf.close()
+    return p.returncode
+
+
+def readline(stream, timeout: float) -> str:
+    """One line from a pipe, waiting at most ``timeout`` seconds."""
     fd = stream.fileno()
     buf = b""
     end = time.monotonic() + timeout
@@ -608,7 +613,7 @@ def idle_run(s: Server, idle: int, active: int, size: int, warmup: float, durati
         base = srv.rss_kb()
         argv = loadgen_argv(srv, active, size, warmup, duration, idle=idle, idle_wait=True)
         p = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        line = _readline(p.stderr, 300)
+        line = readline(p.stderr, 300)
         try:
             n = int(line.split()[1]) if line.startswith("idle-ready") else 0
             time.sleep(0.5)
