@@ -29,9 +29,9 @@ def ext(name, source, **kw):
 
 
 extensions = [
-    ext("netpoll._netpoll", "src/netpoll/_netpoll.pyx"),
-    ext("netpoll._sched", "src/netpoll/_sched.pyx"),
-    ext("netpoll._fd", "src/netpoll/_fd.pyx"),
+    ext("netpoll._netpoll", "netpoll/_netpoll.pyx"),
+    ext("netpoll._sched", "netpoll/_sched.pyx"),
+    ext("netpoll._fd", "netpoll/_fd.pyx"),
     ext("netpoll.backends.poll", "backends/poll.pyx"),
     ext("netpoll.backends.select", "backends/select.pyx"),
 ]
@@ -54,7 +54,7 @@ elif SHIM:
 setup(
     ext_modules=cythonize(
         extensions,
-        include_path=[os.path.join(HERE, "src"), os.path.join(HERE, "backends")],
+        include_path=[HERE, os.path.join(HERE, "backends")],
         compiler_directives={"language_level": "3"},
         annotate=os.environ.get("NETPOLL_ANNOTATE") == "1",
     ),

@@ -38,7 +38,7 @@ import sys
 import time
 
 # Run from a checkout: the in-place build of this tree comes first.
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src"))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import netpoll  # noqa: E402
 from netpoll._netpoll import pollclose, pollopen  # noqa: E402

@@ -144,7 +144,7 @@ def server_specs(backends: list[str], tmp: Path) -> tuple[list[Spec], dict[str, 
     specs, skipped = [], {}
     env = {}
     if importlib.util.find_spec("netpoll") is None:  # a source checkout built in place
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT / "src"), os.environ.get("PYTHONPATH")) if p)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
     for b in backends:
         specs.append(Spec(f"netpoll-{b}", [sys.executable, str(EXAMPLES / "http_hello.py"), "--port", "0",
                                            "--backend", b], env))

@@ -55,7 +55,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 try:
     import netpoll
 except ImportError:  # a source checkout without an install
-    sys.path.insert(0, os.path.join(os.path.dirname(HERE), "src"))
+    sys.path.insert(0, os.path.dirname(HERE))
     import netpoll
 from netpoll import net
 

@@ -22,7 +22,7 @@ import pytest
 try:
     import netpoll
 except ImportError:  # a source checkout built in place, not installed
-    _src = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src")
+    _src = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     sys.path.insert(0, _src)
     # Programs the tests start (python -m netpoll, examples) need it too.
     os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (_src, os.environ.get("PYTHONPATH")) if p)

@@ -226,11 +226,16 @@ def main(argv: list[str] | None = None) -> int:
     return cmd_info(args)
 
 
-if __name__ == "__main__":
+def console() -> None:
+    """The `netpoll` console script, and `python -m netpoll`."""
     try:
         sys.exit(main())
-    except BrokenPipeError:  # `python -m netpoll | head`
+    except BrokenPipeError:  # `netpoll | head`
         import os
 
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         sys.exit(1)
+
+
+if __name__ == "__main__":
+    console()

@@ -31,6 +31,7 @@ import tempfile
 import time
 from typing import Any, Callable, Optional
 
+import netpoll
 from netpoll.benchmark import build
 
 BASELINES = ("uvloop-protocols", "asyncio-streams")
@@ -63,7 +64,9 @@ def _has(module: str) -> bool:
 
 
 def _py(name: str, *extra: str) -> Callable[[], list[str]]:
-    return lambda: [sys.executable, "-m", "netpoll.benchmark.servers", name, "--port", "0", *extra]
+    # -P: the server imports the netpoll this process imported (PYTHONPATH,
+    # set by Running), never a source tree in the current directory.
+    return lambda: [sys.executable, "-P", "-m", "netpoll.benchmark.servers", name, "--port", "0", *extra]
 
 
 def all_servers(netpoll_bufsize: int = 65536) -> list[Server]:
@@ -124,6 +127,8 @@ class Running:
         self.server = server
         env = dict(os.environ)
         env.pop("GOMAXPROCS", None)
+        root = os.path.dirname(os.path.dirname(os.path.abspath(netpoll.__file__)))
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
         env.update(server.env)
         self.errf = tempfile.TemporaryFile()
         self.proc = subprocess.Popen(
