@@ -497,41 +497,41 @@ class _NetFD(FD):
     options) have underscore names: the public ones are Go's Conn methods.
     """
 
-    net: str
+    _net: str
     _laddr: Optional[Addr]
     _raddr: Optional[Addr]
 
     def _init(self, net: str, laddr: Optional[Addr], raddr: Optional[Addr]) -> None:
-        self.net = net
+        self._net = net
         self._laddr = laddr
         self._raddr = raddr
 
     @property
     def local_addr(self) -> Optional[Addr]:
         if self._laddr is None and not self.closed:
-            self._laddr = _sockaddr_to_addr(self.net, self._sock.getsockname())
+            self._laddr = _sockaddr_to_addr(self._net, self._sock.getsockname())
         return self._laddr
 
     @property
     def remote_addr(self) -> Optional[Addr]:
         if self._raddr is None and not self.closed:
             try:
-                self._raddr = _sockaddr_to_addr(self.net, self._sock.getpeername())
+                self._raddr = _sockaddr_to_addr(self._net, self._sock.getpeername())
             except OSError:
                 return None
         return self._raddr
 
     def _wrap_error(self, op: str, err: BaseException) -> BaseException:
         if op == "accept":
-            return operror(op, self.net, None, self._laddr, err)
-        return operror(op, self.net, self._laddr, self._raddr, err)
+            return operror(op, self._net, None, self._laddr, err)
+        return operror(op, self._net, self._laddr, self._raddr, err)
 
     def _deadline(self, t: Optional[float], mode: str) -> None:
         t = _seconds(t, "deadline")
         try:
             self._set_deadline(t, mode)
         except OSError as e:
-            raise operror("set", self.net, None, self._laddr, e) from None
+            raise operror("set", self._net, None, self._laddr, e) from None
 
     def set_deadline(self, t: Optional[float]) -> None:
         """Read and write deadline: absolute ``netpoll.now()`` seconds.
@@ -553,12 +553,12 @@ class _NetFD(FD):
         """Close at once; blocked operations wake with ClosedError. Closing twice is a no-op."""
         if self.closed:
             return
-        if self._raddr is None and self.net not in ("unixgram",):
+        if self._raddr is None and self._net not in ("unixgram",):
             self.remote_addr  # noqa: B018 - keep it for error messages after close
         try:
             FD.close(self)
         except OSError as e:
-            raise operror("close", self.net, self._laddr, self._raddr, e) from None
+            raise operror("close", self._net, self._laddr, self._raddr, e) from None
 
     def __enter__(self):
         return self
@@ -568,7 +568,7 @@ class _NetFD(FD):
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else f"fd={self.fileno()}"
-        return f"<{type(self).__name__} {self.net} {self._laddr}->{self._raddr} {state}>"
+        return f"<{type(self).__name__} {self._net} {self._laddr}->{self._raddr} {state}>"
 
 
 class Conn(_NetFD):
@@ -590,13 +590,13 @@ class Conn(_NetFD):
         try:
             self._shutdown(how)
         except OSError as e:
-            raise operror("close", self.net, self._laddr, self._raddr, e) from None
+            raise operror("close", self._net, self._laddr, self._raddr, e) from None
 
     def _setopt(self, level: int, opt: int, value: Any) -> None:
         try:
             self._control(lambda s: s.setsockopt(level, opt, value))
         except OSError as e:
-            raise operror("set", self.net, self._laddr, self._raddr, e) from None
+            raise operror("set", self._net, self._laddr, self._raddr, e) from None
 
     def set_no_delay(self, on: bool = True) -> None:
         self._setopt(_socket.IPPROTO_TCP, _socket.TCP_NODELAY, int(on))
@@ -656,11 +656,11 @@ class Listener:
         except BaseException as e:
             _close_quietly(sock)
             if isinstance(e, _WRAPPED):
-                raise operror("accept", fd.net, None, fd._laddr, e) from None
+                raise operror("accept", fd._net, None, fd._laddr, e) from None
             raise
-        if fd.net != "unix":
+        if fd._net != "unix":
             _set_tcp_defaults(sock)
-        conn._init(fd.net, fd._laddr if fd.net == "unix" else None, None)
+        conn._init(fd._net, fd._laddr if fd._net == "unix" else None, None)
         return conn
 
     def close(self) -> None:
@@ -682,7 +682,7 @@ class Listener:
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else f"fd={self.fileno()}"
-        return f"<Listener {self._fd.net} {self.addr} {state}>"
+        return f"<Listener {self._fd._net} {self.addr} {state}>"
 
 
 class WriteToConnectedError(OSError):
@@ -705,20 +705,20 @@ class PacketConn(_NetFD):
     async def read_from(self, buf: Any) -> tuple[int, Optional[Addr]]:
         """Receive one datagram into ``buf`` (truncated to fit): (n, sender)."""
         n, sa = await self._recvfrom(buf)
-        return n, _sockaddr_to_addr(self.net, sa)
+        return n, _sockaddr_to_addr(self._net, sa)
 
     async def write_to(self, data: Any, addr: AddrLike) -> int:
         """Send ``data`` as one datagram to ``addr``; returns len(data)."""
         try:
-            a = resolve_addr(self.net, addr)
+            a = resolve_addr(self._net, addr)
         except (AddrError, UnknownNetworkError) as e:
-            raise operror("write", self.net, self._laddr, None, e) from None
+            raise operror("write", self._net, self._laddr, None, e) from None
         if self._raddr is not None:
-            raise operror("write", self.net, self._laddr, a, WriteToConnectedError())
+            raise operror("write", self._net, self._laddr, a, WriteToConnectedError())
         try:
             sa = self._family_sockaddr(a)
         except AddrError as e:
-            raise operror("write", self.net, self._laddr, a, e) from None
+            raise operror("write", self._net, self._laddr, a, e) from None
         try:
             return await self._sendto(data, sa)
         except OpError as e:
