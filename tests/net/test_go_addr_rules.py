@@ -185,6 +185,7 @@ def test_abstract_unix_name(backend_name, network, tmp_path, monkeypatch):
         if network == "unix":
             ln = net.listen("unix", name)
             try:
+                assert os.listdir(tmp_path) == [], "an abstract name created a file"
                 assert str(ln.addr) == name
                 c = await net.dial("unix", name)
                 s = await ln.accept()
@@ -198,6 +199,7 @@ def test_abstract_unix_name(backend_name, network, tmp_path, monkeypatch):
         else:
             pc = net.listen_packet("unixgram", name)
             try:
+                assert os.listdir(tmp_path) == [], "an abstract name created a file"
                 assert str(pc.local_addr) == name
             finally:
                 pc.close()
