@@ -689,9 +689,9 @@ cdef class _RW:
     def __await__(self):
         # As CPython refuses a second await of a coroutine: a second
         # awaiter would resume the first one's park.
-        if self.awaited:
-            if self.state == S_DONE:
-                raise RuntimeError("cannot reuse an already awaited read/write")
+        if self.state == S_DONE:
+            raise RuntimeError("cannot reuse an already awaited read/write")
+        if self.awaited or self.state != S_NEW:
             raise RuntimeError("this read/write is being awaited already")
         self.awaited = True
         return self

@@ -46,6 +46,31 @@ def test_second_await_of_one_read_is_refused_and_the_first_survives(backend_name
     run(backend_name, main)
 
 
+def test_await_of_a_read_run_as_a_goroutine_is_refused(backend_name):
+    # go(conn.read(buf)) drives the awaitable without awaiting it; awaiting
+    # it elsewhere too is the same misuse.
+    async def main():
+        ln, c, s = await stream_pair()
+        try:
+            op = s.read(bytearray(8))
+            g = netpoll.go(op)
+            await netpoll.sleep(0.01)
+
+            async def await_it():
+                return await op
+
+            with pytest.raises(RuntimeError, match="being awaited already"):
+                await netpoll.go(await_it())
+            await c.write(b"ab")
+            assert await g == 2
+        finally:
+            c.close()
+            s.close()
+            ln.close()
+
+    run(backend_name, main)
+
+
 def test_second_await_refused_then_close_reaches_the_first(backend_name):
     async def main():
         ln, c, s = await stream_pair()
