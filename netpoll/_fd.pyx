@@ -366,8 +366,10 @@ cdef class FD:
     def wait_readable(self):
         """Park until a read is likely to find data, EOF or an error, without
         holding a buffer: a goroutine per connection can take a buffer from a
-        pool only once its peer has sent something. A read after it may still
-        park (the readiness can be spurious); nothing is consumed."""
+        pool only once its peer has sent something. It returns at once after
+        a readiness it has not consumed yet, else when a MSG_PEEK look finds
+        something queued, else it parks. A read after it may still park (the
+        readiness can be spurious); nothing is consumed."""
         cdef _RW op = _RW.__new__(_RW)
         op.fd = self
         op.kind = OP_WAITREAD
