@@ -78,7 +78,6 @@ cdef extern from "<errno.h>" nogil:
         EINTR
         EAGAIN
         ECONNABORTED
-        ENOTSOCK
 
 cdef enum:
     MAX_RW = 1 << 30      # stream I/O is clamped to 1 GiB per call (Go's maxRW)
