@@ -379,7 +379,7 @@ class Soak:
                         else:
                             t = netpoll.now() + rng.uniform(0.001, 2.0)
                         mode = rng.choice(("r", "w", "rw"))
-                        conn.set_deadline(t, mode)
+                        {"r": conn.set_read_deadline, "w": conn.set_write_deadline, "rw": conn.set_deadline}[mode](t)
                 except netpoll.ClosedError:
                     self.chaos["raced a close"] += 1
         finally:

@@ -18,8 +18,7 @@ except ImportError as _e:
 from netpoll._table import available_backends, backend_class, chosen_at_import
 from netpoll.errors import (BackendError, ClosedError, DeadlineExceededError,
                             DeadlockError, NetpollError, NotPollableError)
-from netpoll.runtime import (current_runtime, go, go_threadsafe, now, run,
-                             sleep, to_thread)
+from netpoll.runtime import current_runtime, go, now, run, sleep, to_thread
 from netpoll.sync import Chan, ChannelClosed, Event, WaitGroup
 
 __version__ = "0.1.0"
@@ -39,7 +38,7 @@ except BackendError as _e:
 
 __all__ = [
     "BACKEND", "available_backends", "backend_class",
-    "run", "go", "sleep", "now", "to_thread", "current_runtime", "go_threadsafe",
+    "run", "go", "sleep", "now", "to_thread", "current_runtime",
     "Chan", "ChannelClosed", "Event", "WaitGroup",
     "BackendError", "ClosedError", "DeadlineExceededError", "DeadlockError",
     "NetpollError", "NotPollableError",
