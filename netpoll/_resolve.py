@@ -60,7 +60,7 @@ class DNSError(_socket.gaierror):
     def __init__(self, err: str, name: str, *, code: int = _socket.EAI_NONAME, server: str = "",
                  is_timeout: bool = False, is_temporary: bool = False, is_not_found: bool = False) -> None:
         where = f"lookup {name}" + (f" on {server}" if server else "")
-        super().__init__(code, f"{where}: {err}")
+        OSError.__init__(self, code, f"{where}: {err}")
         self.err = err
         self.name, self.server = name, server
         self.is_timeout, self.is_temporary, self.is_not_found = is_timeout, is_temporary, is_not_found
@@ -244,9 +244,18 @@ class _Group:
         self.calls: dict[tuple, _Call] = {}
 
     async def do(self, key: tuple, fn: Callable[[], Any], deadline: Optional[float]) -> Any:
-        k = (_sched.current(), *key)
+        from netpoll.runtime import now
+
+        if deadline is not None and deadline <= now():
+            raise _Timeout()
+        sched = _sched.current()
+        k = (sched, *key)
         call = self.calls.get(k)
         if call is None:
+            # A leader closed before it ever ran (its runtime ended first)
+            # never reached its finally: drop what ended runtimes left.
+            for stale in [s for s in self.calls if s[0].backend.closed]:
+                del self.calls[stale]
             call = self.calls[k] = _Call()
             _sched.go(self._lead(k, call, fn))
         else:
@@ -277,11 +286,7 @@ class _Group:
 
 
 async def _wait(call: _Call, deadline: Optional[float]) -> None:
-    from netpoll.runtime import now
-
     w = _Waiter()
-    if deadline is not None and deadline <= now():
-        raise _Timeout()
 
     def commit(g: Any) -> bool:
         if call.done:
