@@ -21,6 +21,7 @@ from netpoll.errors import (BackendError, ClosedError, DeadlineExceededError,
 from netpoll.runtime import (current_runtime, go, go_threadsafe, now, run,
                              sleep, to_thread)
 from netpoll.sync import Chan, ChannelClosed, Event, WaitGroup
+from netpoll.file import File, open_file, pipe
 
 __version__ = "0.1.0"
 
@@ -41,6 +42,7 @@ __all__ = [
     "BACKEND", "available_backends", "backend_class",
     "run", "go", "sleep", "now", "to_thread", "current_runtime", "go_threadsafe",
     "Chan", "ChannelClosed", "Event", "WaitGroup",
+    "File", "pipe", "open_file",
     "BackendError", "ClosedError", "DeadlineExceededError", "DeadlockError",
     "NetpollError", "NotPollableError",
 ]
