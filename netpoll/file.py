@@ -199,3 +199,107 @@ def open_file(f: Union[int, Any], name: Optional[str] = None) -> File:
     closer = None if isinstance(f, int) else f.close
     return _new_file(fd, closer, was_blocking, stream, name if name is not None else
                      str(getattr(f, "name", f"fd {fd}")), kind)
+
+
+# ---------------------------------------------------------------------------
+# sendfile (Go's internal/poll.SendFile, and net's handled=false fallback)
+# ---------------------------------------------------------------------------
+
+# Go's maxSendfileSize: the most one sendfile(2) call is asked to copy.
+MAX_SENDFILE = 4 << 20
+_COPY_BUF = 256 << 10
+# sendfile cannot serve this source or this socket: copy instead (Go's
+# "handled = false"), but only if nothing was sent yet.
+_NOT_HANDLED = {_errno.ENOSYS, _errno.EINVAL, _errno.EOPNOTSUPP, getattr(_errno, "ENOTSUP", _errno.EOPNOTSUPP)}
+
+
+async def sendfile(conn: FD, file: Any, offset: int = 0, count: Optional[int] = None) -> int:
+    """Send ``count`` bytes (None: to EOF) of ``file`` from ``offset`` on
+    ``conn``; returns the bytes sent and leaves ``file``'s position after
+    them, as ``socket.sendfile`` does.
+
+    sendfile(2) runs in the FD layer's write loop: the write lock is held,
+    EAGAIN parks on write readiness, a write deadline or a close ends it as
+    it ends ``write``. When the kernel cannot sendfile this pair (ENOSYS,
+    EINVAL, EOPNOTSUPP before any byte went), or ``file`` is not a regular
+    file (a pipe, a socket, io.BytesIO), the bytes are read and written
+    instead.
+    """
+    if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
+        raise ValueError(f"sendfile: offset must be an int >= 0, not {offset!r}")
+    if count is not None and (isinstance(count, bool) or not isinstance(count, int) or count < 0):
+        raise ValueError(f"sendfile: count must be None or an int >= 0, not {count!r}")
+    if not (callable(getattr(file, "readinto", None)) or callable(getattr(file, "fileno", None))):
+        raise TypeError(f"sendfile needs a binary file object, not {type(file).__name__}")
+    try:
+        in_fd = file.fileno()
+    except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation is both
+        in_fd = None
+    if in_fd is not None and not _stat.S_ISREG(os.fstat(in_fd).st_mode):
+        in_fd = None  # a pipe or socket source: read it in order, as socket.sendfile does
+    sent, handled = 0, False
+    if in_fd is not None and count != 0:
+        sent, handled = await _sendfile(conn, in_fd, offset, count)
+    if not handled and count != 0:
+        sent += await _copy(conn, file, in_fd, offset + sent, None if count is None else count - sent)
+    if _seekable(file):
+        file.seek(offset + sent)
+    return sent
+
+
+def _seekable(file: Any) -> bool:
+    try:
+        return bool(file.seekable())
+    except (AttributeError, OSError, ValueError):
+        return False
+
+
+async def _sendfile(conn: FD, in_fd: int, offset: int, count: Optional[int]) -> tuple[int, bool]:
+    # step() runs under the write lock and is called again after each
+    # EAGAIN (BlockingIOError) once the socket is writable; st carries the
+    # progress across those calls.
+    st = {"off": offset, "sent": 0, "handled": True}
+
+    def step() -> None:
+        out = conn.sysfd
+        while count is None or st["sent"] < count:
+            want = MAX_SENDFILE if count is None else min(MAX_SENDFILE, count - st["sent"])
+            try:
+                n = os.sendfile(out, in_fd, st["off"], want)
+            except BlockingIOError:
+                raise
+            except OSError as e:
+                if st["sent"] == 0 and e.errno in _NOT_HANDLED:
+                    st["handled"] = False
+                    return
+                raise
+            if n == 0:  # the file ended
+                return
+            st["off"] += n
+            st["sent"] += n
+
+    await conn._retry(False, "sendfile", (InterruptedError,), step)
+    return st["sent"], bool(st["handled"])
+
+
+async def _copy(conn: FD, file: Any, in_fd: Optional[int], offset: int, count: Optional[int]) -> int:
+    # The read+write fallback; a regular file's read does not park (it
+    # never would on any poller), as in Go.
+    buf = bytearray(_COPY_BUF if count is None else max(1, min(_COPY_BUF, count)))
+    view = memoryview(buf)
+    total = 0
+    if in_fd is None and (offset or _seekable(file)):
+        file.seek(offset)  # an unseekable source with an offset: its own error
+    while count is None or total < count:
+        want = len(buf) if count is None else min(len(buf), count - total)
+        if in_fd is not None and hasattr(os, "preadv"):
+            n = os.preadv(in_fd, [view[:want]], offset + total)
+        else:
+            if in_fd is not None:
+                file.seek(offset + total)
+            n = file.readinto(view[:want]) or 0
+        if n == 0:
+            break
+        await conn.write(view[:n])
+        total += n
+    return total

@@ -476,6 +476,14 @@ class Conn(_NetFD):
     at EOF; ``await write(data)`` writes all of data. Both raise OpError.
     """
 
+    async def sendfile(self, file: Any, offset: int = 0, count: Optional[int] = None) -> int:
+        """Send ``count`` bytes (None: to EOF) of the binary file ``file`` from
+        ``offset`` with sendfile(2), falling back to read+write; returns the
+        count sent (netpoll.file.sendfile)."""
+        from netpoll.file import sendfile
+
+        return await sendfile(self, file, offset, count)
+
     def close_write(self) -> None:
         """Shut down the writing side (the peer reads EOF)."""
         self._shutdown(_socket.SHUT_WR)
