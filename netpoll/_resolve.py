@@ -23,9 +23,11 @@ import re
 import socket as _socket
 import threading
 from collections import deque
+from functools import lru_cache
 from typing import Any, Callable, Optional, Union
 
 from netpoll import _sched
+from netpoll import net as _net
 from netpoll.errors import DeadlineExceededError
 
 __all__ = ["Resolver", "DNSError", "lookup_host", "lookup_ip", "lookup_port", "default_resolver"]
@@ -36,6 +38,7 @@ _IP_NETS = {"ip": 0, "ip4": _socket.AF_INET, "ip6": _socket.AF_INET6}
 _PORT_NETS = {"": ("tcp", "udp"), "ip": ("tcp", "udp"), "tcp": ("tcp",), "tcp4": ("tcp",), "tcp6": ("tcp",),
               "udp": ("udp",), "udp4": ("udp",), "udp6": ("udp",)}
 _DIGITS = re.compile(r"[0-9]+")
+_FAMILY = {4: _socket.AF_INET, 6: _socket.AF_INET6}
 
 NO_SUCH_HOST = "no such host"
 
@@ -331,7 +334,9 @@ class _Timeout(Exception):
 # The resolver
 # ---------------------------------------------------------------------------
 
+@lru_cache(maxsize=1024)
 def _numeric_ip(host: str) -> Optional[IPAddress]:
+    # Cached: ipaddress parsing costs more than the rest of a numeric lookup.
     try:
         return ipaddress.ip_address(host)
     except ValueError:
@@ -388,21 +393,23 @@ class Resolver:
 
     async def lookup_ip(self, network: str, host: str, *, deadline: Optional[float] = None) -> list[IPAddress]:
         """The host's IP addresses; ``network`` is "ip", "ip4" or "ip6"."""
-        from netpoll.net import UnknownNetworkError, operror
-
         if network not in _IP_NETS:
-            raise operror("lookup", str(network), None, None, UnknownNetworkError(str(network)))
+            raise _net.operror("lookup", str(network), None, None, _net.UnknownNetworkError(str(network)))
+        if type(host) is str:  # the numeric fast path, before any other call
+            ip = _numeric_ip(host)
+            if ip is not None and _IP_NETS[network] in (0, _FAMILY[ip.version]):
+                return [ip]
         try:
             return await self._lookup_ip(network, _check_host(host), deadline)
         except (DNSError, TypeError) as e:
-            raise operror("lookup", network, None, None, e) from None
+            raise _net.operror("lookup", network, None, None, e) from None
 
     async def _lookup_ip(self, network: str, host: str, deadline: Optional[float]) -> list[IPAddress]:
         # DNSError for what went wrong with the name; the caller wraps it.
         family = _IP_NETS[network]
         ip = _numeric_ip(host)  # with a zone too: "fe80::1%eth0"
         if ip is not None:
-            if family and ip.version != (4 if family == _socket.AF_INET else 6):
+            if family and family != _FAMILY[ip.version]:
                 raise DNSError("no suitable address found", host, is_not_found=True)
             return [ip]
         if not host:
@@ -417,7 +424,7 @@ class Resolver:
             raise _gai_error(e, host) from None
         ips = [a for a in (_numeric_ip(s) for s in addrs) if a is not None]
         if family:
-            ips = [a for a in ips if a.version == (4 if family == _socket.AF_INET else 6)]
+            ips = [a for a in ips if _FAMILY[a.version] == family]
         if not ips:
             raise DNSError(NO_SUCH_HOST, host, is_not_found=True)
         return ips
@@ -426,18 +433,14 @@ class Resolver:
                           deadline: Optional[float] = None) -> int:
         """The port of ``service`` ("http", "443") for ``network``: "tcp",
         "tcp4", "tcp6", "udp", "udp4", "udp6", or "" / "ip" for either."""
-        from netpoll.net import AddrError, UnknownNetworkError, operror
-
         if network not in _PORT_NETS:
-            raise operror("lookup", str(network), None, None, UnknownNetworkError(str(network)))
+            raise _net.operror("lookup", str(network), None, None, _net.UnknownNetworkError(str(network)))
         try:
             return await self._lookup_port(network, service, deadline)
-        except (DNSError, AddrError, TypeError) as e:
-            raise operror("lookup", network, None, None, e) from None
+        except (DNSError, _net.AddrError, TypeError) as e:
+            raise _net.operror("lookup", network, None, None, e) from None
 
     async def _lookup_port(self, network: str, service: Union[str, int], deadline: Optional[float]) -> int:
-        from netpoll.net import AddrError
-
         if isinstance(service, int) and not isinstance(service, bool):
             port = service
         elif not isinstance(service, str):
@@ -457,7 +460,7 @@ class Resolver:
                 raise DNSError("unknown port", name, code=_socket.EAI_SERVICE, is_not_found=True)
             port = found
         if not 0 <= port <= 65535:
-            raise AddrError(f"port {port} out of range 0-65535", service)
+            raise _net.AddrError(f"port {port} out of range 0-65535", service)
         return port
 
 
@@ -465,17 +468,7 @@ class Resolver:
 default_resolver = Resolver()
 
 
-async def lookup_host(host: str, *, deadline: Optional[float] = None) -> list[str]:
-    """``default_resolver.lookup_host``."""
-    return await default_resolver.lookup_host(host, deadline=deadline)
-
-
-async def lookup_ip(network: str, host: str, *, deadline: Optional[float] = None) -> list[IPAddress]:
-    """``default_resolver.lookup_ip``."""
-    return await default_resolver.lookup_ip(network, host, deadline=deadline)
-
-
-async def lookup_port(network: str, service: Union[str, int], *, deadline: Optional[float] = None) -> int:
-    """``default_resolver.lookup_port``."""
-    return await default_resolver.lookup_port(network, service, deadline=deadline)
-
+# The package-level functions are the default resolver's methods.
+lookup_host = default_resolver.lookup_host
+lookup_ip = default_resolver.lookup_ip
+lookup_port = default_resolver.lookup_port
