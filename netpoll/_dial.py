@@ -142,6 +142,9 @@ class _Lost(Exception):
 
 
 async def _fire_after(ev: Event, seconds: float) -> None:
+    # The fallback timer. A sleep cannot be stopped from Python, so this
+    # goroutine outlives a dial that ended sooner by at most ``seconds``;
+    # setting an Event twice is harmless.
     await _sched.sleep(seconds)
     ev.set()
 
@@ -353,9 +356,10 @@ class _Attempt:
                 return
             await results.send((primary, c, None))
 
-        timer = None if delay == 0 else _sched.go(_fire_after(race.fallback, delay))
-        if timer is None:
+        if delay == 0:
             race.fallback.set()
+        else:
+            _sched.go(_fire_after(race.fallback, delay))
         _sched.go(run(primaries, True))
         _sched.go(run(fallbacks, False))
         errs: dict[bool, BaseException] = {}
