@@ -16,8 +16,7 @@ import pytest
 
 import netpoll
 
-sys.path.insert(0, str(Path(__file__).parents[1]))
-from procutil import readline  # noqa: E402
+from procutil import readline
 
 EXAMPLE = Path(__file__).parents[2] / "examples" / "reuseport_workers.py"
 
