@@ -202,3 +202,98 @@ def test_plain_socket_clients_reach_reuse_port_listeners(backend_name):
 
     run(backend_name, main)
 
+
+
+GO_SERVER = r"""
+package main
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"strconv"
+	"syscall"
+)
+
+// A Go listener with SO_REUSEPORT (its number given by the test), answering "go".
+func main() {
+	opt, _ := strconv.Atoi(os.Args[2])
+	lc := net.ListenConfig{Control: func(network, address string, c syscall.RawConn) error {
+		var serr error
+		if err := c.Control(func(fd uintptr) { serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, opt, 1) }); err != nil {
+			return err
+		}
+		return serr
+	}}
+	ln, err := lc.Listen(context.Background(), "tcp", os.Args[1])
+	if err != nil {
+		fmt.Println("error", err)
+		os.Exit(1)
+	}
+	fmt.Println("listening", ln.Addr())
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		c.Write([]byte("g"))
+		c.Close()
+	}
+}
+"""
+
+
+@needs_reuseport
+def test_a_go_listener_shares_the_port(backend_name, tmp_path):
+    # SO_REUSEPORT between netpoll and a Go program on one port: the kernel
+    # gives connections to both.
+    import os
+    import shutil
+    import subprocess
+
+    from procutil import readline
+
+    go = shutil.which("go")
+    if go is None:
+        pytest.skip("no go toolchain on PATH")
+    src = tmp_path / "srv.go"
+    src.write_text(GO_SERVER)
+    exe = tmp_path / "srv"
+    env = dict(os.environ, GOCACHE=str(tmp_path / "cache"), GO111MODULE="off")
+    b = subprocess.run([go, "build", "-o", str(exe), str(src)], env=env, capture_output=True, timeout=180)
+    assert b.returncode == 0, b.stderr
+
+    async def main():
+        ln = net.ListenConfig(reuse_port=True).listen("tcp", "127.0.0.1:0")
+        proc = subprocess.Popen([str(exe), str(ln.addr), str(socket.SO_REUSEPORT)], stdout=subprocess.PIPE)
+        try:
+            line = readline(proc, 10)
+            assert line.startswith(f"listening {ln.addr}"), line
+
+            async def serve():
+                while True:
+                    try:
+                        c = await ln.accept()
+                    except netpoll.ClosedError:
+                        return
+                    await c.write(b"p")
+                    c.close()
+
+            g = netpoll.go(serve())
+            seen = {b"g": 0, b"p": 0}
+            for _ in range(64):
+                c = await net.dial("tcp", ln.addr)
+                buf = bytearray(1)
+                assert await c.read(buf) == 1
+                seen[bytes(buf)] += 1
+                c.close()
+            ln.close()
+            await g
+            assert seen[b"g"] > 0 and seen[b"p"] > 0, seen
+        finally:
+            ln.close()
+            proc.kill()
+            proc.communicate()
+
+    run(backend_name, main)

@@ -262,3 +262,36 @@ def test_bad_arguments(backend_name, big_file):
             await c.sendfile(f)
 
     run(backend_name, main)
+
+
+def test_sendfile_to_a_plain_socket_reader(backend_name, big_file):
+    # The reader is the stdlib's blocking socket in a thread, not netpoll.
+    import threading
+
+    f, want = big_file
+
+    async def main():
+        ln = net.listen("tcp", "127.0.0.1:0")
+        peer = socket.create_connection(ln.addr.sockaddr())
+        c = await ln.accept()
+        ln.close()
+        result = []
+
+        def reader():
+            h, total = hashlib.sha256(), 0
+            with peer:
+                while chunk := peer.recv(1 << 20):
+                    h.update(chunk)
+                    total += len(chunk)
+            result.append((h.hexdigest(), total))
+
+        t = threading.Thread(target=reader)
+        t.start()
+        with c:
+            assert await c.sendfile(f) == 64 * MiB
+        while t.is_alive():  # keep the runtime alive (and not deadlocked) meanwhile
+            await netpoll.sleep(0.005)
+        t.join()
+        assert result == [(want, 64 * MiB)]
+
+    run(backend_name, main)
