@@ -269,6 +269,7 @@ async def _resolve_list(resolver: _resolve.Resolver, nw: str, address: Any, ladd
                 if e.is_timeout:
                     raise
                 raise net.AddrError(f"unknown port {port!r}", address) from None
+        port = net._port(port, address)  # a bad port fails before any lookup
         if "\0" in host:
             raise net.AddrError("host contains a NUL byte", address)
         fam = net.STREAM_NETS.get(nw) or net.PACKET_NETS.get(nw)
