@@ -269,3 +269,39 @@ def test_run_ending_with_a_lookup_in_flight(backend_name, monkeypatch):
         run(backend_name, again)
     finally:
         release.set()
+
+
+def test_a_deadline_watcher_leaves_soon_after_the_lookup(backend_name, monkeypatch):
+    monkeypatch.setattr(socket, "getaddrinfo", FakeGAI({"quick.test": ["192.0.2.4"]}, delay=0.05))
+
+    async def main():
+        rt = netpoll.current_runtime()
+        assert await net.lookup_host("quick.test", deadline=netpoll.now() + 30) == ["192.0.2.4"]
+        # The watcher sleeps in doubling steps and leaves once its caller is
+        # woken: well before the 30 s deadline, its timer is gone.
+        for _ in range(100):
+            if len(rt.timers) == 0:
+                return
+            await netpoll.sleep(0.05)
+        pytest.fail(f"{len(rt.timers)} timers left 5 s after the lookup")
+
+    run(backend_name, main)
+
+
+def test_idle_pool_threads_exit(backend_name, monkeypatch):
+    fake = FakeGAI({"idle.test": ["192.0.2.5"]})
+    monkeypatch.setattr(socket, "getaddrinfo", fake)
+    pool = _resolve._Pool(4)
+    pool.IDLE = 0.05
+    monkeypatch.setattr(_resolve, "_pool", pool)
+
+    async def main():
+        assert await net.lookup_host("idle.test") == ["192.0.2.5"]
+        assert pool.threads == 1
+        for _ in range(200):
+            if pool.threads == 0:
+                return
+            await netpoll.sleep(0.01)
+        pytest.fail("an idle resolver thread did not exit")
+
+    run(backend_name, main)
