@@ -163,7 +163,9 @@ class Dialer:
     - ``local_addr``: the address to bind before connecting; a name's
       addresses are filtered to its family;
     - ``fallback_delay``: seconds before the other address family starts
-      (Happy Eyeballs, "tcp" only); negative disables the race;
+      (Happy Eyeballs, "tcp" only); 0 starts both at once (in Go, 0 means
+      the 300 ms default, which here is the default argument); negative
+      disables the race;
     - ``keep_alive``: TCP keep-alive period in seconds (0: 15 s; negative: off);
     - ``control``: ``control(network, address, sock)``, called with the new
       socket before bind and connect (Go's Control); what it raises fails
