@@ -6,7 +6,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from typing import Any, Awaitable, Callable, Iterable
+from typing import Any, Awaitable, Callable
 
 import netpoll
 
@@ -88,7 +88,3 @@ def refused_port(host: str = "127.0.0.1", family: int = socket.AF_INET) -> tuple
     s.bind((host, 0))
     return s, s.getsockname()[1]
 
-
-def closes(xs: Iterable[Any]) -> None:
-    for x in xs:
-        x.close()
