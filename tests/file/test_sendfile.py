@@ -51,7 +51,7 @@ async def pair(network="tcp"):
     return c, s
 
 
-async def digest(conn, limit=None):
+async def digest(conn):
     h = hashlib.sha256()
     buf = bytearray(1 << 18)
     total = 0
