@@ -20,6 +20,7 @@ from netpoll.errors import (BackendError, ClosedError, DeadlineExceededError,
                             DeadlockError, NetpollError, NotPollableError)
 from netpoll.runtime import current_runtime, go, now, run, sleep, to_thread
 from netpoll.sync import Chan, ChannelClosed, Event, WaitGroup
+from netpoll.file import File, open_file, pipe
 
 __version__ = "0.1.0"
 
@@ -40,6 +41,7 @@ __all__ = [
     "BACKEND", "available_backends", "backend_class",
     "run", "go", "sleep", "now", "to_thread", "current_runtime",
     "Chan", "ChannelClosed", "Event", "WaitGroup",
+    "File", "pipe", "open_file",
     "BackendError", "ClosedError", "DeadlineExceededError", "DeadlockError",
     "NetpollError", "NotPollableError",
 ]

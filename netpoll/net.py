@@ -17,13 +17,14 @@ import socket as _socket
 from typing import Any, Callable, Optional, Union
 
 from netpoll import hooks
-from netpoll._fd import FD, deadline_ns
-from netpoll.errors import DeadlineExceededError
+from netpoll._fd import FD
 
 __all__ = [
     "listen", "dial", "listen_packet", "Listener", "Conn", "PacketConn",
     "TCPAddr", "UDPAddr", "UnixAddr", "OpError", "AddrError", "UnknownNetworkError",
     "WriteToConnectedError",
+    "Dialer", "ListenConfig", "split_host_port", "join_host_port",
+    "Resolver", "DNSError", "lookup_host", "lookup_ip", "lookup_port",
 ]
 
 STREAM_NETS = {"tcp": None, "tcp4": _socket.AF_INET, "tcp6": _socket.AF_INET6, "unix": _socket.AF_UNIX}
@@ -578,6 +579,14 @@ class Conn(_NetFD):
     at EOF; ``await write(data)`` writes all of data. Both raise OpError.
     """
 
+    async def sendfile(self, file: Any, offset: int = 0, count: Optional[int] = None) -> int:
+        """Send ``count`` bytes (None: to EOF) of the binary file ``file`` from
+        ``offset`` with sendfile(2), falling back to read+write; returns the
+        count sent (netpoll.file.sendfile)."""
+        from netpoll.file import sendfile
+
+        return await sendfile(self, file, offset, count)
+
     def close_write(self) -> None:
         """Shut down the writing side (the peer reads EOF)."""
         self._close_side(_socket.SHUT_WR)
@@ -741,9 +750,11 @@ class PacketConn(_NetFD):
 # listen, dial, listen_packet
 # ---------------------------------------------------------------------------
 
-def _bind(net: str, laddr: Addr, sotype: int, ipopt: int, make: Callable[[_socket.socket], Any]) -> Any:
+def _bind(net: str, laddr: Addr, sotype: int, ipopt: int, make: Callable[[_socket.socket], Any],
+          prepare: Optional[Callable[[_socket.socket, Addr], None]] = None) -> Any:
     # listen's and listen_packet's common part: socket, options (ipopt on IP
-    # sockets), bind, then make(sock) wraps it (after listen(2) for streams).
+    # sockets; then prepare(sock, laddr), ListenConfig's), bind, then
+    # make(sock) wraps it (after listen(2) for streams).
     # Any failure closes the socket and leaves as OpError("listen").
     if isinstance(laddr, TCPAddr):
         laddr = _wildcard(net, laddr)
@@ -752,6 +763,8 @@ def _bind(net: str, laddr: Addr, sotype: int, ipopt: int, make: Callable[[_socke
         if isinstance(laddr, TCPAddr):
             sock.setsockopt(_socket.SOL_SOCKET, ipopt, 1)
             _set_v6only(sock, net, laddr)
+        if prepare is not None:
+            prepare(sock, laddr)
         sock.bind(laddr.sockaddr())
         fd = make(sock)
     except BaseException as e:
@@ -802,73 +815,17 @@ def listen_packet(network: str, address: AddrLike) -> PacketConn:
 
 async def dial(network: str, address: AddrLike, timeout: Optional[float] = None,
                local_addr: Optional[AddrLike] = None) -> Union[Conn, PacketConn]:
-    """Connect to ``address`` (tcp, tcp4, tcp6, unix, udp, udp4, udp6, unixgram).
+    """Connect to ``address`` (tcp, tcp4, tcp6, unix, udp, udp4, udp6, unixgram):
+    ``Dialer(timeout=timeout, local_addr=local_addr).dial(network, address)``.
 
-    ``timeout`` (seconds) bounds the connect. As in Go, None and 0 both mean
-    no timeout, and a negative timeout fails at once with a TimeoutError.
-    ``local_addr`` binds the socket first; a wildcard host (``0.0.0.0``,
-    ``::``) fits a remote address of either family. The connect is
-    non-blocking: EINPROGRESS, wait for writability, read SO_ERROR, and
-    confirm with getpeername (a poller may wake spuriously). The conn's
-    ``remote_addr`` is that peer name.
+    A name is resolved without blocking the runtime and every address it has
+    is tried (see Dialer). ``timeout`` (seconds) bounds the whole dial; as
+    in Go, None and 0 both mean no timeout, and a negative timeout fails at
+    once with a TimeoutError. ``local_addr`` binds the socket first; a
+    wildcard host (``0.0.0.0``, ``::``) fits a remote address of either
+    family. The conn's ``remote_addr`` is the peer name (getpeername).
     """
-    from netpoll.runtime import now
-
-    all_nets = {**STREAM_NETS, **PACKET_NETS}
-    net = _check_net("dial", network, all_nets)
-    try:
-        raddr = resolve_addr(net, address)
-        laddr = resolve_addr(net, local_addr) if local_addr is not None else None
-        timeout = _seconds(timeout, "timeout")
-        if timeout == 0:
-            timeout = None
-        if timeout is not None:
-            deadline = now() + float(timeout)
-            deadline_ns(deadline)  # NaN is a ValueError here
-    except (ValueError, TypeError) as e:
-        raise operror("dial", net, None, None, e) from None
-    try:
-        laddr = _local_for(laddr, raddr)
-    except AddrError as e:
-        raise operror("dial", net, laddr, raddr, e) from None
-    if timeout is not None and timeout < 0:
-        raise operror("dial", net, laddr, raddr, DeadlineExceededError())
-    stream = net in STREAM_NETS
-    sock = _new_socket("dial", net, _family_for(net, raddr), _socket.SOCK_STREAM if stream else _socket.SOCK_DGRAM,
-                       laddr, raddr)
-    fd: Optional[_NetFD] = None
-    try:
-        if not stream and not isinstance(raddr, UnixAddr):
-            sock.setsockopt(_socket.SOL_SOCKET, _socket.SO_BROADCAST, 1)
-        if laddr is not None:
-            sock.bind(laddr.sockaddr())
-        err = hooks.connect(sock, raddr.sockaddr())
-        if err not in (0, _errno.EISCONN, _errno.EINPROGRESS, _errno.EALREADY, _errno.EINTR):
-            raise OSError(err, os.strerror(err))
-        fd = _newfd(Conn if stream else PacketConn, sock, stream=stream)
-        fd._init(net, None, raddr)
-        if err in (_errno.EINPROGRESS, _errno.EALREADY, _errno.EINTR):
-            if timeout is not None:
-                fd._set_deadline(deadline, "w")
-            await _connect_wait(fd, sock)
-            if timeout is not None:
-                fd._set_deadline(None, "w")
-    except BaseException as e:
-        if fd is not None:
-            fd.close()
-        else:
-            _close_quietly(sock)
-        if isinstance(e, _WRAPPED):
-            raise operror("dial", net, laddr, raddr, e) from None
-        raise
-    if stream and net != "unix":
-        _set_tcp_defaults(sock)
-    fd._laddr = _sockaddr_to_addr(net, sock.getsockname())
-    try:
-        fd._raddr = _sockaddr_to_addr(net, sock.getpeername()) or raddr
-    except OSError:  # reset since: the address dialed stands
-        pass
-    return fd
+    return await Dialer(timeout=timeout, local_addr=local_addr).dial(network, address)
 
 
 def _local_for(laddr: Optional[Addr], raddr: Addr) -> Optional[Addr]:
@@ -903,3 +860,9 @@ async def _connect_wait(fd: _NetFD, sock: _socket.socket) -> None:
             return
         except OSError:
             continue
+
+
+# Resolving, dialing and listening with options live in their own modules;
+# they build on everything above.
+from netpoll._dial import Dialer, ListenConfig, join_host_port, split_host_port  # noqa: E402
+from netpoll._resolve import DNSError, Resolver, lookup_host, lookup_ip, lookup_port  # noqa: E402

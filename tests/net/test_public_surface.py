@@ -19,7 +19,7 @@ from netutil import refused_port, run, stream_pair
 
 CONN = {"read", "write", "writev", "wait_readable", "close", "closed", "fileno",
         "local_addr", "remote_addr", "set_deadline", "set_read_deadline", "set_write_deadline",
-        "close_write", "close_read", "set_no_delay", "set_keep_alive", "set_linger"}
+        "close_write", "close_read", "set_no_delay", "set_keep_alive", "set_linger", "sendfile"}
 LISTENER = {"accept", "addr", "close", "closed", "fileno", "set_deadline"}
 PACKET = {"read", "write", "writev", "wait_readable", "read_from", "write_to", "close", "closed",
           "fileno", "local_addr", "remote_addr", "set_deadline", "set_read_deadline",
