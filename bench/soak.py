@@ -38,7 +38,8 @@ both ends. On such a path a dial that runs into its 10 s timeout (every SYN
 or SYN-ACK lost) is an expected error of its own kind; the report adds the
 packets the path dropped. A reset that the path drops is not sent again, so
 its peer learns of it only when its next packet, at the latest a keep-alive
-probe (15 s idle), draws another: the teardown's grace is 45 s there.
+probe (15 s idle), draws another: the teardown's grace is 45 s there, and
+``--keep-alive-idle S`` shortens the probes' wait.
 
 The report gives messages and bytes
 verified, checksum failures, unexpected exceptions, the expected ones by
@@ -58,6 +59,7 @@ import os
 import random
 import re
 import resource
+import socket
 import struct
 import sys
 import time
@@ -175,8 +177,9 @@ def msg_size(rng: random.Random) -> int:
 class Soak:
     def __init__(self, conns: int, duration: float, seed: int, chaos_interval: float,
                  warmup: float, grace: float, report: Report, progress: Optional[float],
-                 path: Any = None) -> None:
+                 path: Any = None, keep_alive_idle: Optional[int] = None) -> None:
         self.path = path                 # a netns.Path, or None for loopback
+        self.keep_alive_idle = keep_alive_idle
         self.conns = conns
         self.duration = duration
         self.rng = random.Random(seed)
@@ -280,6 +283,7 @@ class Soak:
                     continue
                 n += 1
                 self.live.add(conn)
+                self.keep_alive(conn)
                 self.active += 1
                 netpoll.go(self.handle(conn, random.Random(f"{seed}/{n}")))
         finally:
@@ -328,6 +332,7 @@ class Soak:
                     continue
                 self.r.dials += 1
                 self.live.add(conn)
+                self.keep_alive(conn)
                 self.next_id += 1
                 cid = self.next_id
                 self.refs[cid] = 2  # the client and, once it reads the hello, the server
@@ -357,6 +362,19 @@ class Soak:
                     await netpoll.sleep(rng.random() * 0.01)  # then re-dial
         finally:
             self.active -= 1
+
+    def keep_alive(self, conn: Any) -> None:
+        # Shorter keep-alive than Go's 15 s: on a lossy path a reset the
+        # path dropped is noticed only when the next packet draws another.
+        if self.keep_alive_idle is None:
+            return
+        conn.set_keep_alive(True)
+        s = socket.socket(fileno=conn.fileno())  # the conn's own socket
+        try:
+            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, self.keep_alive_idle)
+            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, 1)
+        finally:
+            s.detach()
 
     def close(self, conn: Any) -> None:
         self.live.discard(conn)
@@ -470,14 +488,14 @@ class Soak:
 def run_soak(conns: int = 1000, duration: float = 60.0, seed: int = 1, backend: Optional[str] = None,
              chaos_interval: float = 0.01, warmup: Optional[float] = None, grace: float = 15.0,
              progress: Optional[float] = None, netns_loss: Optional[float] = None,
-             rate: Optional[str] = None) -> Report:
+             rate: Optional[str] = None, keep_alive_idle: Optional[int] = None) -> Report:
     """Run one soak in this process and return its report; with
     ``netns_loss`` or ``rate``, over a network path between two namespaces."""
     name = backend or netpoll.BACKEND
     report = Report(backend=name, conns=conns, duration=duration, seed=seed,
                     netns_loss=netns_loss, rate=rate)
     if netns_loss is None and rate is None:
-        return _run_soak(report, chaos_interval, warmup, grace, progress, None)
+        return _run_soak(report, chaos_interval, warmup, grace, progress, None, keep_alive_idle)
     netns = import_netns()
     why = netns.unavailable()
     if why:
@@ -487,7 +505,7 @@ def run_soak(conns: int = 1000, duration: float = 60.0, seed: int = 1, backend: 
         if rate:
             path.link.limit_rate(rate)
         try:
-            return _run_soak(report, chaos_interval, warmup, grace, progress, path)
+            return _run_soak(report, chaos_interval, warmup, grace, progress, path, keep_alive_idle)
         finally:
             report.dropped_packets = sum(path.hits(r) for r in drops)
             if rate:
@@ -510,7 +528,7 @@ def import_netns():
 
 
 def _run_soak(report: Report, chaos_interval: float, warmup: Optional[float], grace: float,
-              progress: Optional[float], path: Any) -> Report:
+              progress: Optional[float], path: Any, keep_alive_idle: Optional[int]) -> Report:
     name, conns, duration, seed = report.backend, report.conns, report.duration, report.seed
     max_fd = netpoll.backend_class(name).max_fd
     if max_fd is not None and 2 * conns + 64 > max_fd:
@@ -530,7 +548,8 @@ def _run_soak(report: Report, chaos_interval: float, warmup: Optional[float], gr
     gc.collect()
     report.fds_before = open_fd_count()
     report.rss_start_kib = rss_kib()
-    soak = Soak(conns, duration, seed, chaos_interval, warmup, grace, report, progress, path)
+    soak = Soak(conns, duration, seed, chaos_interval, warmup, grace, report, progress, path,
+                keep_alive_idle)
     t0 = time.monotonic()
     try:
         if path is None:
@@ -569,16 +588,21 @@ def main(argv: Optional[list[str]] = None) -> int:
                         "PCT %% of the packets each way (root; ip, nft, tc)")
     p.add_argument("--rate", default=None, metavar="RATE",
                    help="rate-limit that path with tbf, in tc's spelling (e.g. 10mbit)")
+    p.add_argument("--keep-alive-idle", type=int, default=None, metavar="S",
+                   help="keep-alive probes after S s of silence, 1 s apart, on every conn "
+                        "(default: netpoll's, 15 s)")
     a = p.parse_args(argv)
     if a.conns < 1 or a.duration <= 0 or a.chaos_interval <= 0 or a.duration > 86400:
         p.error("--conns must be >= 1, --duration in (0, 86400], --chaos-interval > 0")
+    if a.keep_alive_idle is not None and not 1 <= a.keep_alive_idle <= 32767:
+        p.error(f"--keep-alive-idle must be 1 to 32767 seconds, not {a.keep_alive_idle}")
     if a.netns_loss is not None and not 0 <= a.netns_loss <= 100:
         p.error(f"--netns-loss must be a percentage from 0 to 100, not {a.netns_loss:g}")
     if a.rate is not None and not re.fullmatch(r"\d+(\.\d+)?([kmgt]?(bit|bps))", a.rate, re.IGNORECASE):
         p.error(f"--rate must be a tc rate such as 1mbit, 500kbit or 10mbps, not {a.rate!r}")
     grace = a.grace if a.grace is not None else 15.0 if a.netns_loss is None and a.rate is None else 45.0
     r = run_soak(a.conns, a.duration, a.seed, a.backend, a.chaos_interval, a.warmup, grace,
-                 a.progress, a.netns_loss, a.rate)
+                 a.progress, a.netns_loss, a.rate, a.keep_alive_idle)
     if a.json:
         print(json.dumps(dict(asdict(r), ok=r.ok), indent=2))
     else:

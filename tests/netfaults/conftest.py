@@ -9,15 +9,26 @@ import pytest
 import netns
 
 
-@pytest.fixture
-def path():
+def _path(links: int):
     why = netns.unavailable()
     if why:
         pytest.skip(f"no network namespaces here: {why}")
-    p = netns.Path()
+    p = netns.Path(links)
     try:
         yield p
     finally:
         p.close()
     left = [ns.name for ns in (p.server, p.client) if ns.exists()]
     assert not left, f"namespaces left behind: {left}"
+
+
+@pytest.fixture
+def path():
+    """Two namespaces joined by one veth pair."""
+    yield from _path(1)
+
+
+@pytest.fixture
+def path_of_two_links():
+    """Two namespaces joined by two veth pairs, each on its own subnet."""
+    yield from _path(2)

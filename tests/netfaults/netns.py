@@ -109,11 +109,19 @@ def _setns(fd: int) -> None:
         raise OSError(e, f"setns: {os.strerror(e)}")
 
 
+def list_names() -> list[str]:
+    """The names of this module's namespaces (every process's)."""
+    names = []
+    for line in _cmd(["ip", "netns", "list"], check=False).splitlines():
+        if line.startswith(PREFIX):
+            names.append(line.split()[0])
+    return names
+
+
 def reap_stale() -> list[str]:
     """Delete the namespaces of this module whose creating process is gone."""
     gone = []
-    for line in _cmd(["ip", "netns", "list"], check=False).splitlines():
-        name = line.split()[0] if line.split() else ""
+    for name in list_names():
         m = re.match(re.escape(PREFIX) + r"(\d+)-", name)
         if m and not os.path.exists(f"/proc/{m.group(1)}"):
             _cmd(["ip", "netns", "del", name], check=False)

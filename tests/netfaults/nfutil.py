@@ -4,6 +4,7 @@ exact reads, keep-alive settings, RSS, and a plain-socket peer process."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import socket
 import subprocess
@@ -80,6 +81,19 @@ def set_keep_alive(conn: net.Conn, idle: int, interval: int, count: int) -> None
         s.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, count)
     finally:
         s.detach()
+
+
+def import_bench(name: str):
+    """A module of bench/ (bench/soak.py is a script and a library), loaded
+    from its file, once."""
+    if name not in sys.modules:
+        bench = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                             "bench")
+        spec = importlib.util.spec_from_file_location(name, os.path.join(bench, name + ".py"))
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules[name] = mod
+        spec.loader.exec_module(mod)
+    return sys.modules[name]
 
 
 def rss_kib() -> int:
