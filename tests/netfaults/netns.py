@@ -29,7 +29,7 @@ namespace through ``ip netns exec`` (:meth:`Netns.popen`).
 Teardown deletes the namespaces (the veth pairs, addresses, rules and
 qdiscs go with them) on every exit path; a namespace left behind by a
 process that died before its teardown (``netpoll-<pid>-...`` of a pid that
-is gone) is deleted by the next :class:`Path`.
+is gone, ten minutes old) is deleted by the next :class:`Path`.
 
 :func:`unavailable` says why the machine cannot build a path (not root, no
 ``ip``/``nft``/``tc``, no permission to create a namespace), or None.
@@ -46,6 +46,7 @@ import os
 import re
 import shutil
 import subprocess
+import time
 from typing import Any, Iterator, Optional, Sequence
 
 CLONE_NEWNET = 0x40000000
@@ -118,12 +119,18 @@ def list_names() -> list[str]:
     return names
 
 
-def reap_stale() -> list[str]:
-    """Delete the namespaces of this module whose creating process is gone."""
+def reap_stale(min_age: float = 600.0) -> list[str]:
+    """Delete the namespaces of this module whose creating process is gone
+    and that are older than ``min_age`` seconds (the age guards against a
+    pid that is only invisible here, in another pid namespace)."""
     gone = []
     for name in list_names():
         m = re.match(re.escape(PREFIX) + r"(\d+)-", name)
-        if m and not os.path.exists(f"/proc/{m.group(1)}"):
+        try:
+            age = time.time() - os.stat(f"/run/netns/{name}").st_mtime
+        except OSError:
+            continue
+        if m and age > min_age and not os.path.exists(f"/proc/{m.group(1)}"):
             _cmd(["ip", "netns", "del", name], check=False)
             gone.append(name)
     return gone

@@ -12,7 +12,9 @@ start, with its dial bounded by the time left; the server side of each
 connection gets that deadline plus SERVER_GRACE. Expected: no checksum or
 sequence failure; the only error a client sees is its own deadline, at or
 after it (within SLACK); a server side fails only once its client has given
-up (the client's reset or close, or the server's later deadline), or, after
+up (the client's reset or close, or the server's later deadline: a side
+that never got its client's hello counts against the clients that gave up,
+and fails only after their deadline), or, after
 a client that finished, while it waits for that client's FIN; every
 connection ends, finished or timed out; descriptors before == after.
 
@@ -77,6 +79,7 @@ class Load:
         self.unexpected: list[str] = []
         self.late: list[float] = []
         self.running = 0
+        self.anonymous: list[float] = []  # server sides that failed before the hello
 
     def payload(self, size: int) -> memoryview:
         off = self.rng.randrange(len(self.pool) - size + 1)
@@ -179,7 +182,12 @@ class Load:
             # its reset was lost and this side's own later deadline fired.
             # Or the client finished and this side's deadline came before
             # the client's FIN got through (retransmissions back off).
-            if i is None or not (i in self.gave_up or (last and i in self.done)):
+            if i is None:
+                # The hello never came: the client is unknown, so it is
+                # matched by count (at most one per client that gave up)
+                # and by time (not before the clients' deadline).
+                self.anonymous.append(netpoll.now() - deadline)
+            elif not (i in self.gave_up or (last and i in self.done)):
                 self.unexpected.append(f"server {i} (client still on): {e!r}")
         except Exception as e:
             self.unexpected.append(f"server {i}: {e!r}")
@@ -197,17 +205,16 @@ class Load:
             netpoll.go(self.handle(conn, deadline))
 
 
-@pytest.mark.parametrize("loss", sorted(LOAD))
-def test_loss(backend_name, path, loss):
-    drops = path.set_loss(loss)
-    load = Load(loss, seed=loss)
+def run_load(path, backend_name, load: Load, conns: int, seconds: float) -> int:
+    """``conns`` clients with a deadline ``seconds`` ahead; the goroutines
+    still running when every one should have ended (0 expected)."""
 
     async def main():
-        ln = listen(path, backlog=CONNS)
-        deadline = netpoll.now() + LOAD[loss]
+        ln = listen(path, backlog=conns)
+        deadline = netpoll.now() + seconds
         acceptor = netpoll.go(load.serve(ln, deadline))
         address = addr(path, ln)
-        for i in range(CONNS):
+        for i in range(conns):
             load.running += 1
             netpoll.go(load.client(i, address, deadline))
         # Each goroutine ends by its own deadline: clients at deadline,
@@ -219,20 +226,50 @@ def test_loss(backend_name, path, loss):
         await acceptor
         return load.running
 
+    return run(path, backend_name, main)
+
+
+@pytest.mark.parametrize("loss", sorted(LOAD))
+def test_loss(backend_name, path, loss):
+    drops = path.set_loss(loss)
+    load = Load(loss, seed=loss)
     before = open_fds()
-    still = run(path, backend_name, main)
+    still = run_load(path, backend_name, load, CONNS, LOAD[loss])
     after = open_fds()
     report = (f"loss {loss} %: {load.finished} finished, {load.timed_out} timed out "
               f"({load.timed_out_in_dial} in dial), {load.messages} messages, {load.bytes:,} bytes, "
-              f"largest {load.largest:,}, dropped {[path.hits(r) for r in drops]} packets; "
+              f"largest {load.largest:,}, dropped {[path.hits(r) for r in drops]} packets, "
+              f"{len(load.anonymous)} server sides without a hello; "
               f"checksum failures {load.checksum_failures[:5]}; unexpected {load.unexpected[:5]}")
     print(report)
     assert still == 0, f"{still} goroutines outlived their deadlines; {report}"
     assert load.checksum_failures == [], report
     assert load.unexpected == [], report
     assert load.finished + load.timed_out == CONNS, report
+    assert len(load.anonymous) <= load.timed_out, f"{len(load.anonymous)} server sides failed before a hello; {report}"
+    assert min(load.anonymous, default=0.0) >= -0.01, f"a server side failed before the deadline; {report}"
     assert max(load.late, default=0.0) < SLACK, f"a deadline fired {max(load.late):.2f} s late; {report}"
     assert after == before, f"descriptors {sorted(before)} before, {sorted(after)} after"
     # The path did drop packets both ways, and the load got through it.
     assert all(path.hits(r) > 0 for r in drops), report
     assert load.messages > 0, report
+
+
+def test_loss_harness_detects_corruption(backend_name, path, monkeypatch):
+    """A control: the checks can fail. Every 7th message is sent with a
+    wrong CRC in its header, over a path with no loss."""
+    real = zlib.crc32
+    sent = [0]
+
+    def crc32(data, value=0):
+        c = real(data, value)
+        if value == 0 and getattr(data, "readonly", False):  # a sender's whole-payload CRC
+            sent[0] += 1
+            if sent[0] % 7 == 0:
+                return c ^ 1
+        return c
+
+    monkeypatch.setattr(zlib, "crc32", crc32)
+    load = Load(0, seed=3)
+    assert run_load(path, backend_name, load, 10, 2.0) == 0
+    assert load.checksum_failures, f"{load.messages} messages, no checksum failure"
