@@ -40,6 +40,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import functools
 import itertools
 import json
 import os
@@ -53,7 +54,6 @@ CLONE_NEWNET = 0x40000000
 PREFIX = "netpoll-"
 TABLE = "netfaults"
 _seq = itertools.count()
-_probe: Optional[tuple[Optional[str]]] = None
 
 
 class NetnsError(RuntimeError):
@@ -67,12 +67,10 @@ def _cmd(argv: Sequence[str], input: Optional[str] = None, check: bool = True) -
     return p.stdout
 
 
+@functools.cache
 def unavailable() -> Optional[str]:
     """Why no path can be built here, or None. Probed once per process."""
-    global _probe
-    if _probe is None:
-        _probe = (_why_unavailable(),)
-    return _probe[0]
+    return _why_unavailable()
 
 
 def _why_unavailable() -> Optional[str]:
