@@ -9,8 +9,10 @@ deadline WRITE_FOR seconds ahead, and ends there: what it proves is that
 netpoll does not buffer what the kernel will not take (server RSS grows by
 less than 16 MiB while the write is pending; the 50 MiB source was already
 in memory), that the deadline fires on time, and that the blocked write
-does not hold the server's other connections: clients over the free link
-keep making round trips throughout, none slower than a second.
+does not hold the server's other connections: clients over the free link,
+keep making round trips throughout, none slower than a second, and so does
+one over the slow link itself, none slower than two (each end's bucket
+queues up to 200 ms).
 
 Heavy: WRITE_FOR (4 s) plus set-up.
 """
@@ -38,6 +40,7 @@ def test_slow_reader_on_a_slow_link(backend_name, path_of_two_links):
         conns = []
         result = {}
         round_trips = []
+        shared = []  # round trips of a client that shares the slow link
 
         async def echo(conn):
             buf = bytearray(1024)
@@ -75,14 +78,14 @@ def test_slow_reader_on_a_slow_link(backend_name, path_of_two_links):
             finally:
                 result["read"] = total
 
-        async def fast_client(conn, stop):
+        async def fast_client(conn, stop, times):
             msg = b"f" * 1024
             while not stop():
                 t0 = netpoll.now()
                 conn.set_deadline(t0 + 2 * SLACK)
                 await conn.write(msg)
                 assert await read_full(conn, len(msg)) == msg
-                round_trips.append(netpoll.now() - t0)
+                times.append(netpoll.now() - t0)
 
         try:
             # The slow client first: the server's first accept is its conn.
@@ -97,22 +100,31 @@ def test_slow_reader_on_a_slow_link(backend_name, path_of_two_links):
                 conns += [c, s]
                 fast.append(c)
                 netpoll.go(echo(s))
+            c = await net.dial("tcp", addr(path, ln, slow), timeout=10)
+            s = await ln.accept()
+            conns += [c, s]
+            netpoll.go(echo(s))
             reader = netpoll.go(slow_reader(sc))
             writer = netpoll.go(big_write(ss))
-            clients = [netpoll.go(fast_client(c, lambda: "took" in result)) for c in fast]
+            def done():
+                return "took" in result
+
+            clients = [netpoll.go(fast_client(c, done, round_trips)) for c in fast]
+            clients.append(netpoll.go(fast_client(c, done, shared)))
             await writer
             for g in clients:
                 await g
             await reader
         finally:
             close_all(*conns, ln)
-        return result, round_trips
+        return result, round_trips, shared
 
-    result, round_trips = run(path, backend_name, main)
+    result, round_trips, shared = run(path, backend_name, main)
     sent = slow.qdisc_stats("server")
     report = (f"write ended after {result['took']:.2f} s with {result.get('error')!r}; "
               f"slow reader got {result['read']:,} bytes; RSS grew {result['rss_growth']:,} KiB; "
               f"{len(round_trips)} fast round trips, slowest {max(round_trips, default=0) * 1000:.1f} ms; "
+              f"{len(shared)} across the slow link, slowest {max(shared, default=0) * 1000:.1f} ms; "
               f"tbf on the server end: sent {sent.get('bytes', 0):,} bytes, overlimits {sent.get('overlimits', 0)}")
     print(report)
     e = result.get("error")
@@ -125,3 +137,7 @@ def test_slow_reader_on_a_slow_link(backend_name, path_of_two_links):
     # The other connections were served all along.
     assert len(round_trips) >= 4 * FAST_CONNS, report
     assert max(round_trips) < 1.0, report
+    # Even one that shares the slow link: its packets wait behind the big
+    # write's in each end's bucket (at most 200 ms each way), no longer.
+    assert len(shared) >= 4, report
+    assert max(shared) < 2.0, report
