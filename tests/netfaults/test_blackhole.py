@@ -11,6 +11,7 @@ Heavy: test_keep_alive_* waits about 3 s for the kernel's probes.
 from __future__ import annotations
 
 import errno
+import socket
 
 import netpoll
 from netpoll import net
@@ -128,6 +129,26 @@ def test_keep_alive_detects_a_dead_peer_with_no_deadline(backend_name, path):
             done[0] = True
             if watchdog is not None:
                 await watchdog
+            close_all(c, s, ln)
+
+    run(path, backend_name, main)
+
+
+def test_dialed_and_accepted_conns_have_go_keep_alive_defaults(backend_name, path):
+    """What protects a conn with no deadline unless the user says otherwise:
+    keep-alive on, probes after 15 s of silence (Go's defaults)."""
+
+    async def main():
+        ln, c, s = await pair(path)
+        try:
+            for conn in (c, s):
+                sock = socket.socket(fileno=conn.fileno())
+                try:
+                    assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+                    assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == 15
+                finally:
+                    sock.detach()
+        finally:
             close_all(c, s, ln)
 
     run(path, backend_name, main)
