@@ -4,7 +4,10 @@
 
 Each binds, prints ``READY host:port <what polls>`` on stdout, echoes until
 SIGTERM or SIGINT, and exits 0. Every server is what a user of that library
-would write: netpoll a goroutine per connection with a reused read buffer;
+would write: netpoll a goroutine per connection, in two programs: ``netpoll``
+parks in ``wait_readable`` holding no buffer and takes one from a pool to
+read, ``netpoll-echo`` is ``python -m netpoll echo`` (a buffer of its own
+per connection, read, write);
 asyncio and uvloop streams (``reader.read``/``writer.write``/``drain``) and
 protocols (``data_received`` -> ``transport.write``); asyncio's
 BufferedProtocol (``recv_into`` a reused buffer); trio's ``serve_tcp``;
@@ -93,6 +96,40 @@ def serve_netpoll(host: str, port: int, backend: str | None, bufsize: int = BUFS
     netpoll.run(main(), backend=backend)
 
 
+def serve_netpoll_echo(host: str, port: int, backend: str | None, bufsize: int = BUFSIZE) -> None:
+    # The handler of `python -m netpoll echo`, line for line.
+    import netpoll
+    from netpoll import net
+
+    async def handle(conn):
+        buf = bytearray(bufsize)
+        mv = memoryview(buf)
+        try:
+            with conn:
+                while n := await conn.read(buf):
+                    await conn.write(mv[:n])
+        except OSError:
+            pass
+
+    async def main():
+        ln = net.listen("tcp", f"{host}:{port}", backlog=BACKLOG)
+        try:
+            _ready(str(ln.addr), f"{backend or netpoll.BACKEND} (netpoll)")
+            while True:
+                try:
+                    conn = await ln.accept()
+                except OSError as e:
+                    if isinstance(e, netpoll.ClosedError):
+                        raise
+                    await netpoll.sleep(0.01)
+                    continue
+                netpoll.go(handle(conn))
+        finally:
+            ln.close()
+
+    netpoll.run(main(), backend=backend)
+
+
 # -- asyncio and uvloop ------------------------------------------------------
 
 
@@ -122,8 +159,15 @@ def _serve_asyncio(loop: str, start) -> None:
     async def main():
         srv = await start()
         h, p = srv.sockets[0].getsockname()[:2]
+        # SIGTERM through the loop: a KeyboardInterrupt raised by a plain
+        # handler lands in whichever callback runs (eof_received, say), and
+        # the loop reports it there and goes on serving.
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, asyncio.current_task().cancel)
         _ready(f"{h}:{p}", _what(loop))
-        await srv.serve_forever()
+        try:
+            await srv.serve_forever()
+        except asyncio.CancelledError:
+            pass
 
     with asyncio.Runner(loop_factory=_loop_factory(loop)) as r:
         r.run(main())
@@ -317,6 +361,7 @@ def serve_selectors(host: str, port: int) -> None:
 
 SERVE = {
     "netpoll": lambda a: serve_netpoll(a.host, a.port, a.backend, a.bufsize),
+    "netpoll-echo": lambda a: serve_netpoll_echo(a.host, a.port, a.backend, a.bufsize),
     "asyncio-streams": lambda a: serve_streams(a.host, a.port, "asyncio"),
     "asyncio-protocols": lambda a: serve_protocols(a.host, a.port, "asyncio"),
     "asyncio-buffered": lambda a: serve_buffered(a.host, a.port, "asyncio"),
