@@ -161,16 +161,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def cmd_bench_instructions(args: argparse.Namespace) -> int:
     from netpoll.benchmark import build, instructions, runner
 
+    given = args.conns or [instructions.DEFAULT_CONNS]
     try:
         counts = instructions.parse_messages(args.messages)
+        if len(given) != 1:
+            raise ValueError(f"one --conns count at a time, not {len(given)}")
         instructions.check()
         build.loadgen()
     except (ValueError, instructions.Unavailable, build.BuildError) as e:
         print(f"python -m netpoll bench --instructions: {e}", file=sys.stderr)
-        return 2
-    given = args.conns or [instructions.DEFAULT_CONNS]
-    if len(given) != 1:
-        print("python -m netpoll bench --instructions: one --conns count at a time", file=sys.stderr)
         return 2
     sel = runner.select_servers(instructions.servers(None, args.netpoll_bufsize), args.servers)
     try:
