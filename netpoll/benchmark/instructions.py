@@ -187,6 +187,52 @@ def run_instructions(servers: list[runner.Server], counts: tuple[int, int] = DEF
             "rows": rows, "skipped": {s.name: s.skip for s in servers if s.skip}}
 
 
+# -- any program: a workload at two sizes ------------------------------------
+
+
+def gate() -> None:
+    """A counted program calls this when its set-up is done: it says READY
+    and waits for a line on stdin, sent once counting is on."""
+    sys.stdout.write("READY\n")
+    sys.stdout.flush()
+    sys.stdin.readline()
+
+
+def count_program(argv: list[str], outdir: str, tag: str, timeout: float = 600.0) -> int:
+    """Run ``argv`` (a program that calls gate()) under callgrind, counting
+    from its gate to its exit; the instruction total."""
+    out = os.path.join(outdir, f"callgrind.{tag}")
+    vg = [valgrind(), "-q", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}"]
+    env = dict(os.environ, PYTHONHASHSEED="0")
+    p = subprocess.Popen(vg + argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         env=env, start_new_session=True)
+    try:
+        line = runner.readline(p.stdout, READY_TIMEOUT)
+        if line.strip() != "READY":
+            raise RuntimeError(f"{tag}: no READY from {' '.join(argv)}: {line.strip()}")
+        on = subprocess.run([_tool("callgrind_control"), "--instr=on", str(p.pid)], capture_output=True,
+                            text=True, timeout=60)
+        if on.returncode != 0 or "OK" not in on.stdout:
+            raise RuntimeError(f"callgrind_control --instr=on failed: {(on.stderr or on.stdout).strip()[-300:]}")
+        _, err = p.communicate(b"go\n", timeout=timeout)
+        if p.returncode != 0:
+            raise RuntimeError(f"{tag} exited {p.returncode}: {err.decode(errors='replace').strip()[-500:]}")
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.communicate()
+    return totals(out)
+
+
+def per_unit(argv_for, counts: tuple[int, int], outdir: str, tag: str) -> dict:
+    """Instructions per unit of work: ``argv_for(n)`` runs n units; the
+    difference of the runs at the two counts, divided by their difference."""
+    a = count_program(argv_for(counts[0]), outdir, f"{tag}.{counts[0]}")
+    b = count_program(argv_for(counts[1]), outdir, f"{tag}.{counts[1]}")
+    return {"runs": [{"n": counts[0], "instructions": a}, {"n": counts[1], "instructions": b}],
+            "per_unit": (b - a) / (counts[1] - counts[0])}
+
+
 _ANNOTATE_LINE = re.compile(r"^\s*([\d,]+)\s+(?:\([^)]*\)\s+)?(\S.*?)\s*$")
 
 
