@@ -236,19 +236,32 @@ def per_unit(argv_for, counts: tuple[int, int], outdir: str, tag: str) -> dict:
 _ANNOTATE_LINE = re.compile(r"^\s*([\d,]+)\s+(?:\([^)]*\)\s+)?(\S.*?)\s*$")
 
 
+def _short(fn: str) -> str:
+    # "/long/build/path/Objects/abstract.c:PyIter_Send [/lib/libpython.so]" -> "abstract.c:PyIter_Send"
+    fn = re.sub(r"\s+\[[^\]]*\]$", "", fn)
+    where, _, name = fn.rpartition(":")
+    return f"{os.path.basename(where)}:{name}" if where else name
+
+
 def _self_costs(path: str) -> dict[str, int]:
-    # callgrind_annotate's per-function table: "  1,234 (0.5%)  file:function [object]".
-    p = subprocess.run([_tool("callgrind_annotate"), "--threshold=100", "--inclusive=no", path], capture_output=True, text=True,
-                       check=True)
+    # callgrind_annotate's per-function table: "  1,234 (0.5%)  file:function [object]",
+    # from the header line to the first blank line.
+    p = subprocess.run([_tool("callgrind_annotate"), "--threshold=100", "--inclusive=no", "--auto=no", path],
+                       capture_output=True, text=True, check=True)
     out: dict[str, int] = {}
     started = False
     for line in p.stdout.splitlines():
         if not started:
             started = line.strip().startswith("Ir") and "file:function" in line
             continue
+        if not line.strip():
+            if out:
+                break
+            continue
         m = _ANNOTATE_LINE.match(line)
-        if m:
-            out[m.group(2)] = out.get(m.group(2), 0) + int(m.group(1).replace(",", ""))
+        if m and not set(m.group(1)) <= {","}:
+            fn = _short(m.group(2))
+            out[fn] = out.get(fn, 0) + int(m.group(1).replace(",", ""))
     return out
 
 

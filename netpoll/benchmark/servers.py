@@ -52,26 +52,31 @@ def _stop_on_signals() -> None:
 
 
 def serve_netpoll(host: str, port: int, backend: str | None, bufsize: int = BUFSIZE) -> None:
+    from collections import deque
+
     import netpoll
     from netpoll import net
 
     # Buffers come from a pool only while a connection has data: an idle
-    # connection holds none (conn.wait_readable parks without one).
-    pool: list = []
+    # connection holds none (conn.wait_readable parks without one). A deque,
+    # not a list: the pool is near empty under load, and a list reallocates
+    # its array on nearly every pop and append at that size.
+    pool: deque = deque()
+    get, put = pool.pop, pool.append
 
     async def handle(conn):
         read, write, wait = conn.read, conn.write, conn.wait_readable
         try:
             while True:
                 await wait()
-                buf = pool.pop() if pool else memoryview(bytearray(bufsize))
+                buf = get() if pool else memoryview(bytearray(bufsize))
                 try:
                     n = await read(buf)
                     if not n:
                         break
                     await write(buf[:n])
                 finally:
-                    pool.append(buf)
+                    put(buf)
         except OSError:
             pass
         finally:
