@@ -27,7 +27,7 @@ except ImportError:  # a source checkout built in place, not installed
     # Programs the tests start (python -m netpoll, examples) need it too.
     os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (_src, os.environ.get("PYTHONPATH")) if p)
     import netpoll
-from conformance_support import Kit, open_fds, shadowed_tests
+from support import Kit, open_fds, shadowed_tests
 
 BACKENDS = [netpoll.BACKEND] if os.environ.get("NETPOLL_BACKEND") else netpoll.available_backends()
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 import pytest
 
 import netpoll
-from conformance_support import MS, Waiter, settle_edges, wait_for
+from support import MS
+from support.conformance import Waiter, settle_edges, wait_for
 from netpoll._netpoll import Timers, monotonic_ns
 
 

@@ -12,8 +12,8 @@ import netpoll
 from netpoll import net
 from netpoll.socktest import Switch
 
-from netutil import (fd_is_open, fill, linger_reset, read_full, run,
-                     small_buffers, stream_pair)
+from support import read_full, run
+from support.net import fd_is_open, fill_conn, linger_reset, small_buffers, stream_pair
 
 CLOSED_TEXT = "use of closed network connection"
 
@@ -165,7 +165,7 @@ def test_close_unblocks_write(backend_name):
         ln, c, s = await stream_pair()
         try:
             small_buffers(c, s)
-            await fill(c)
+            await fill_conn(c)
             g = await _blocked(c.write(bytes(1 << 20)))
             c.close()
             with pytest.raises(netpoll.ClosedError) as ei:
@@ -372,7 +372,7 @@ def test_close_with_blocked_read_and_write_closes_fd_after_both_leave(backend_na
         ln, c, s = await stream_pair()
         try:
             small_buffers(c, s)
-            await fill(c)
+            await fill_conn(c)
             fd = c.fileno()
             r = netpoll.go(op("read", c.read(bytearray(10))))
             w = netpoll.go(op("write", c.write(bytes(1 << 20))))

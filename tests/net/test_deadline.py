@@ -18,8 +18,8 @@ import netpoll
 from netpoll import net
 from netpoll.socktest import Switch
 
-from netutil import (SHORT, SLACK, fill, read_full, run, small_buffers,
-                     stream_pair)
+from support import SHORT, SLACK, read_full, run
+from support.net import fill_conn, small_buffers, stream_pair
 
 
 def assert_timeout(e: BaseException, op: str) -> None:
@@ -280,7 +280,7 @@ def test_write_deadline_with_full_buffer(backend_name):
         ln, c, s = await stream_pair()
         try:
             small_buffers(c, s)
-            await fill(c)
+            await fill_conn(c)
             d = netpoll.now() + SHORT
             c.set_write_deadline(d)
             await expect_timeout(c.write(bytes(1 << 20)), "write", d)
@@ -299,7 +299,7 @@ def test_write_deadline_extended_while_blocked(backend_name):
         ln, c, s = await stream_pair()
         try:
             small_buffers(c, s)
-            await fill(c)
+            await fill_conn(c)
             t0 = netpoll.now()
             c.set_write_deadline(t0 + 0.05)
             g = netpoll.go(expect_timeout(c.write(bytes(1 << 20)), "write", t0 + 0.25))
@@ -594,7 +594,7 @@ def test_dial_timeout_covers_only_connect(backend_name):
 
 
 def test_dial_refused_with_timeout_is_refused_not_timeout(backend_name):
-    from netutil import refused_port
+    from support.net import refused_port
 
     async def main():
         s, port = refused_port()
@@ -693,7 +693,7 @@ def test_read_write_deadline_race(backend_name):
         ln, c, s = await stream_pair()
         try:
             small_buffers(c, s)
-            await fill(c)
+            await fill_conn(c)
             n = 200
             rbuf = bytearray(1)
             r = netpoll.go(loop(lambda: c.read(rbuf), n))
@@ -785,7 +785,7 @@ def test_equal_deadlines_then_one_cleared(backend_name, cleared):
         ln, c, s = await stream_pair()
         try:
             small_buffers(c, s)
-            await fill(c)
+            await fill_conn(c)
             d = netpoll.now() + 0.1
             c.set_deadline(d)
             if cleared == "read":
@@ -815,7 +815,7 @@ def test_equal_deadlines_then_one_moved(backend_name):
         ln, c, s = await stream_pair()
         try:
             small_buffers(c, s)
-            await fill(c)
+            await fill_conn(c)
             t0 = netpoll.now()
             c.set_deadline(t0 + 0.3)
             c.set_write_deadline(t0 + 0.05)  # split: the write deadline comes first

@@ -11,7 +11,8 @@ import pytest
 import netpoll
 from netpoll import net
 
-from netutil import read_all, read_full, run, stream_pair
+from support import read_all, read_full, run
+from support.net import stream_pair
 
 
 async def echo(conn) -> None:
@@ -225,13 +226,13 @@ def test_writev_to_closed_peer_fails(backend_name):
 
 
 def test_peer_reset_during_blocked_write(backend_name):
-    from netutil import fill, linger_reset, small_buffers
+    from support.net import fill_conn, linger_reset, small_buffers
 
     async def main():
         ln, c, s = await stream_pair()
         try:
             small_buffers(c, s)
-            await fill(c)
+            await fill_conn(c)
             g = netpoll.go(c.write(bytes(1 << 20)))
             await netpoll.sleep(0.02)
             assert not g.done

@@ -12,7 +12,8 @@ import netpoll
 from netpoll import net
 from netpoll.socktest import Switch
 
-from netutil import read_full, refused_port, run, stream_pair
+from support import read_full, run
+from support.net import refused_port, stream_pair
 
 
 def check_operror(e: BaseException, op: str, network: str, source, addr) -> None:

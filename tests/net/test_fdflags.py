@@ -12,7 +12,8 @@ import pytest
 
 from netpoll import net
 
-from netutil import fd_flags, run, stream_pair
+from support import run
+from support.net import fd_flags, stream_pair
 
 
 async def open_everything(tmp_path):

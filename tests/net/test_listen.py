@@ -10,7 +10,8 @@ import pytest
 import netpoll
 from netpoll import net
 
-from netutil import ipv6_loopback, read_full, run, stream_pair
+from support import read_full, run
+from support.net import ipv6_loopback, stream_pair
 
 NEEDS_V6 = pytest.mark.skipif(not ipv6_loopback(), reason="no IPv6 loopback ([::1]) on this host")
 

@@ -11,7 +11,8 @@ import pytest
 import netpoll
 from netpoll import net
 
-from netutil import SLACK, read_full, run, stream_pair
+from support import SLACK, read_full, run
+from support.net import stream_pair
 
 
 @pytest.fixture

@@ -7,7 +7,8 @@ import pytest
 
 import netpoll
 
-from netutil import run, stream_pair
+from support import run
+from support.net import stream_pair
 
 
 def test_waits_for_data_after_a_short_read_then_read_finds_it(backend_name):

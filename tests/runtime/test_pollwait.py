@@ -13,11 +13,8 @@ import netpoll
 from netpoll import _sched
 from netpoll._netpoll import monotonic_ns, pollclose
 
-from rtutil import MS, Pair, after, drain, parked_on
-
-
-def run(main, backend_name):
-    return netpoll.run(main(), backend=backend_name)
+from support import MS, after, drain, run
+from support.runtime import Pair, parked_on
 
 
 async def settle(n: int = 3) -> None:
@@ -56,7 +53,7 @@ def test_wait_read_wakes_on_data(backend_name):
         finally:
             p.close()
 
-    assert run(main, backend_name) == b"hello"
+    assert run(backend_name, main) == b"hello"
 
 
 def test_wait_write_wakes_when_peer_drains(backend_name):
@@ -69,17 +66,17 @@ def test_wait_write_wakes_when_peer_drains(backend_name):
             assert parked_on(p.pd, "w", w)
             got = 0
             for _ in range(1000):
-                got += drain(p.b)
+                got += len(drain(p.b))
                 if w.done:
                     break
                 await netpoll.sleep(0.001)
             await w
-            got += drain(p.b)
+            got += len(drain(p.b))
             return n + 4, got
         finally:
             p.close()
 
-    want, got = run(main, backend_name)
+    want, got = run(backend_name, main)
     assert got == want
 
 
@@ -111,7 +108,7 @@ def test_ping_pong_between_goroutines(backend_name):
             y.close()
         return "ok"
 
-    assert run(main, backend_name) == "ok"
+    assert run(backend_name, main) == "ok"
 
 
 class _Wrap(Pair):
@@ -151,7 +148,7 @@ def test_past_deadline_wakes_blocked_reader_at_once(backend_name, how):
         finally:
             p.close()
 
-    took, err = run(main, backend_name)
+    took, err = run(backend_name, main)
     assert took < 200 * MS
     assert isinstance(err, TimeoutError)
     assert isinstance(err, netpoll.DeadlineExceededError)
@@ -169,7 +166,7 @@ def test_deadline_fires_not_before_it_is_due(backend_name):
         finally:
             p.close()
 
-    late = run(main, backend_name)
+    late = run(backend_name, main)
     assert 0 <= late < 500 * MS
 
 
@@ -185,7 +182,7 @@ def test_deadline_set_before_the_wait_applies_to_it(backend_name):
         finally:
             p.close()
 
-    assert 0 <= run(main, backend_name) < 500 * MS
+    assert 0 <= run(backend_name, main) < 500 * MS
 
 
 def test_extending_deadline_keeps_reader_blocked(backend_name):
@@ -206,7 +203,7 @@ def test_extending_deadline_keeps_reader_blocked(backend_name):
         finally:
             p.close()
 
-    assert 0 <= run(main, backend_name) < 500 * MS
+    assert 0 <= run(backend_name, main) < 500 * MS
 
 
 def test_deadline_moved_after_timer_fired_but_before_reader_ran(backend_name):
@@ -238,7 +235,7 @@ def test_deadline_moved_after_timer_fired_but_before_reader_ran(backend_name):
         finally:
             p.close()
 
-    assert 0 <= run(main, backend_name) < 500 * MS
+    assert 0 <= run(backend_name, main) < 500 * MS
 
 
 def test_shortening_deadline_to_past_wakes_reader(backend_name):
@@ -256,7 +253,7 @@ def test_shortening_deadline_to_past_wakes_reader(backend_name):
         finally:
             p.close()
 
-    took, timers = run(main, backend_name)
+    took, timers = run(backend_name, main)
     assert took < 200 * MS
     assert timers == 0, "the 10 s read timer should have been stopped"
 
@@ -275,7 +272,7 @@ def test_shortening_deadline_to_near_future(backend_name):
         finally:
             p.close()
 
-    assert 0 <= run(main, backend_name) < 500 * MS
+    assert 0 <= run(backend_name, main) < 500 * MS
 
 
 def test_clearing_deadline_makes_reads_block_again(backend_name):
@@ -297,7 +294,7 @@ def test_clearing_deadline_makes_reads_block_again(backend_name):
         finally:
             p.close()
 
-    assert run(main, backend_name) == b"after clear"
+    assert run(backend_name, main) == b"after clear"
 
 
 def test_clearing_armed_deadline_stops_its_timer(backend_name):
@@ -318,7 +315,7 @@ def test_clearing_armed_deadline_stops_its_timer(backend_name):
         finally:
             p.close()
 
-    assert run(main, backend_name) == b"z"
+    assert run(backend_name, main) == b"z"
 
 
 def test_expired_deadline_fails_fast_even_with_data_ready(backend_name):
@@ -338,7 +335,7 @@ def test_expired_deadline_fails_fast_even_with_data_ready(backend_name):
         finally:
             p.close()
 
-    assert run(main, backend_name) == b"ready"
+    assert run(backend_name, main) == b"ready"
 
 
 def test_read_deadline_does_not_touch_writer(backend_name):
@@ -357,16 +354,16 @@ def test_read_deadline_does_not_touch_writer(backend_name):
             assert p.pd.check("w") == 0
             got = 0
             for _ in range(1000):
-                got += drain(p.b)
+                got += len(drain(p.b))
                 if w.done:
                     break
                 await netpoll.sleep(0.001)
             await w
-            return got + drain(p.b) == n + 1
+            return got + len(drain(p.b)) == n + 1
         finally:
             p.close()
 
-    assert run(main, backend_name)
+    assert run(backend_name, main)
 
 
 def test_write_deadline_does_not_touch_reader(backend_name):
@@ -391,7 +388,7 @@ def test_write_deadline_does_not_touch_reader(backend_name):
         finally:
             p.close()
 
-    assert run(main, backend_name) == b"still reading"
+    assert run(backend_name, main) == b"still reading"
 
 
 @pytest.mark.parametrize("how", ["rw", "r-then-w", "w-then-r"])
@@ -416,7 +413,7 @@ def test_equal_read_write_deadline_fires_both(backend_name, how):
         finally:
             p.close()
 
-    lr, lw, dl = run(main, backend_name)
+    lr, lw, dl = run(backend_name, main)
     assert 0 <= lr < 500 * MS
     assert 0 <= lw < 500 * MS
     assert dl == (-1, -1)
@@ -441,7 +438,7 @@ def test_equal_deadlines_then_write_moved_later(backend_name):
         finally:
             p.close()
 
-    lr, lw = run(main, backend_name)
+    lr, lw = run(backend_name, main)
     assert 0 <= lr < 500 * MS
     assert 0 <= lw < 500 * MS
 
@@ -464,7 +461,7 @@ def test_read_and_write_deadlines_fire_at_their_own_times(backend_name):
         finally:
             p.close()
 
-    lr, lw = run(main, backend_name)
+    lr, lw = run(backend_name, main)
     assert 0 <= lr < 500 * MS
     assert 0 <= lw < 500 * MS
 
@@ -482,7 +479,7 @@ def test_deadline_on_closed_descriptor_is_ignored(backend_name):
             p.close()
         return "ok"
 
-    assert run(main, backend_name) == "ok"
+    assert run(backend_name, main) == "ok"
 
 
 # ---------------------------------------------------------------------------
@@ -526,7 +523,7 @@ def test_close_wakes_blocked_reader_and_writer(backend_name):
         finally:
             p.close()
 
-    er, ew = run(main, backend_name)
+    er, ew = run(backend_name, main)
     for e in (er, ew):
         assert isinstance(e, netpoll.ClosedError)
         assert isinstance(e, OSError)
@@ -547,7 +544,7 @@ def test_close_takes_precedence_over_expired_deadline(backend_name):
             p.close()
         return "ok"
 
-    assert run(main, backend_name) == "ok"
+    assert run(backend_name, main) == "ok"
 
 
 def test_pollclose_requires_evict_first(backend_name):
@@ -560,7 +557,7 @@ def test_pollclose_requires_evict_first(backend_name):
             p.close()
         return "ok"
 
-    assert run(main, backend_name) == "ok"
+    assert run(backend_name, main) == "ok"
 
 
 # ---------------------------------------------------------------------------
@@ -592,7 +589,7 @@ def test_old_deadline_does_nothing_after_close_and_fd_reuse(backend_name):
         finally:
             p2.close()
 
-    assert run(main, backend_name) == b"new"
+    assert run(backend_name, main) == b"new"
 
 
 def test_old_readiness_does_nothing_after_close_and_fd_reuse(backend_name):
@@ -613,7 +610,7 @@ def test_old_readiness_does_nothing_after_close_and_fd_reuse(backend_name):
         finally:
             p2.close()
 
-    assert run(main, backend_name) == b"new data"
+    assert run(backend_name, main) == b"new data"
 
 
 # ---------------------------------------------------------------------------
@@ -654,7 +651,7 @@ def test_no_lost_wakeup_with_thread_ping_pong(backend_name):
             p.close()
         return out
 
-    assert run(main, backend_name) == ["done"]
+    assert run(backend_name, main) == ["done"]
 
 
 def test_no_lost_wakeup_with_thread_stream(backend_name):
@@ -681,7 +678,7 @@ def test_no_lost_wakeup_with_thread_stream(backend_name):
             p.close()
         return got
 
-    assert run(main, backend_name) == N
+    assert run(backend_name, main) == N
 
 
 @pytest.mark.parametrize("yields", [0, 1, 2])
@@ -715,7 +712,7 @@ def test_no_lost_wakeup_when_writer_is_scheduled_before_the_park(backend_name, y
             p.close()
         return "ok"
 
-    assert run(main, backend_name) == "ok"
+    assert run(backend_name, main) == "ok"
 
 
 def test_no_lost_wakeup_when_data_arrives_between_eagain_and_park(backend_name):
@@ -738,7 +735,7 @@ def test_no_lost_wakeup_when_data_arrives_between_eagain_and_park(backend_name):
             p.close()
         return "ok"
 
-    assert run(main, backend_name) == "ok"
+    assert run(backend_name, main) == "ok"
 
 
 # ---------------------------------------------------------------------------
@@ -778,4 +775,4 @@ def test_double_wait_is_an_error(backend_name, mode):
         finally:
             p.close()
 
-    assert run(main, backend_name) == "netpoll: double wait"
+    assert run(backend_name, main) == "netpoll: double wait"

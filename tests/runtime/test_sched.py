@@ -13,7 +13,8 @@ import pytest
 import netpoll
 from netpoll import _sched
 
-from rtutil import Pair, fd_count
+from support import fd_count
+from support.runtime import Pair
 
 
 # ---------------------------------------------------------------------------
@@ -589,7 +590,7 @@ def test_no_deadlock_while_parked_in_poll_descriptor(backend_name):
 
 
 def test_no_deadlock_while_parked_reader_has_a_deadline(backend_name):
-    from rtutil import after
+    from support import after
 
     async def main():
         p = Pair()

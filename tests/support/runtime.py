@@ -1,27 +1,16 @@
-"""Helpers shared by the runtime tests: sockets registered with the running
-runtime's poller, the read/write loops of the FD layer written out by hand,
-and descriptor counting for leak checks."""
+"""The runtime's tests: a socketpair registered with the running
+runtime's poller, the FD layer's read/write loops written out by hand, and
+where a goroutine is parked."""
 
 from __future__ import annotations
 
-import os
 import socket
 from typing import Optional
 
 from netpoll import _sched
-from netpoll._netpoll import monotonic_ns, pollclose
+from netpoll._netpoll import pollclose
 
-MS = 1_000_000  # nanoseconds
-
-
-def fd_count() -> int:
-    """How many descriptors this process has open."""
-    for d in ("/proc/self/fd", "/dev/fd"):
-        try:
-            return len(os.listdir(d))
-        except OSError:
-            continue
-    raise RuntimeError("cannot count open descriptors here")
+from .core import drain, fill
 
 
 class Pair:
@@ -75,39 +64,10 @@ class Pair:
 
     def fill(self) -> int:
         """Fill ``a``'s send path until it would block; returns bytes queued."""
-        return fill(self.a)
+        return fill(self.a, settle=0)
 
     def drain_peer(self) -> int:
-        return drain(self.b)
-
-
-def fill(sock: socket.socket, limit: int = 64 << 20) -> int:
-    total = 0
-    chunk = b"\0" * 65536
-    while total < limit:
-        try:
-            total += sock.send(chunk)
-        except BlockingIOError:
-            return total
-    raise AssertionError(f"socket still writable after {limit} bytes")
-
-
-def drain(sock: socket.socket, limit: int = 64 << 20) -> int:
-    total = 0
-    while total < limit:
-        try:
-            n = len(sock.recv(1 << 20))
-        except BlockingIOError:
-            return total
-        if n == 0:
-            return total
-        total += n
-    raise AssertionError(f"socket still readable after {limit} bytes")
-
-
-def after(ms: float) -> int:
-    """An absolute deadline ``ms`` milliseconds from now."""
-    return monotonic_ns() + int(ms * MS)
+        return len(drain(self.b))
 
 
 def parked_on(pd, mode: str, g: Optional[object] = None) -> bool:
