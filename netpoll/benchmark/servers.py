@@ -253,7 +253,13 @@ def serve_trio(host: str, port: int) -> None:
             listeners = await nursery.start(lambda task_status: trio.serve_tcp(
                 handle, port, host=host, backlog=BACKLOG, task_status=task_status))
             h, p = listeners[0].socket.getsockname()[:2]
-            _ready(f"{h}:{p}", "epoll (trio)")
+            # SIGTERM through trio, as asyncio's loop does it: a KeyboardInterrupt
+            # raised by a plain handler can land in trio's own machinery.
+            with trio.open_signal_receiver(signal.SIGTERM) as signals:
+                _ready(f"{h}:{p}", "epoll (trio)")
+                async for _ in signals:
+                    nursery.cancel_scope.cancel()
+                    break
 
     trio.run(main)
 
