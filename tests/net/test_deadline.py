@@ -4,7 +4,13 @@ TestAcceptTimeoutMustReturn, TestReadFromTimeout, TestUDPReadTimeout,
 TestDialTimeout, TestDialTimeoutMaxDuration.
 
 Timing checks are lower bounds (never before the deadline) with loose upper
-bounds (SLACK)."""
+bounds (SLACK).
+
+Also: tests/runtime/test_deadlines.py holds the deadline semantics that do
+not depend on the backend (moving, clearing, per-direction, expiry against
+ready data, close, descriptor reuse) at the poll descriptor;
+tests/conformance/test_deadlines.py what each backend's events do to a
+timed-out or evicted descriptor."""
 
 from __future__ import annotations
 

@@ -7,8 +7,11 @@ from __future__ import annotations
 import socket
 from typing import Optional
 
+import pytest
+
+import netpoll
 from netpoll import _sched
-from netpoll._netpoll import pollclose
+from netpoll._netpoll import monotonic_ns, pollclose
 
 from .core import drain, fill
 
@@ -76,3 +79,19 @@ def parked_on(pd, mode: str, g: Optional[object] = None) -> bool:
     if g is not None:
         return s is g
     return isinstance(s, _sched.G)
+
+
+async def settle(n: int = 3) -> None:
+    """Let every runnable goroutine get as far as it can (park)."""
+    for _ in range(n):
+        await netpoll.sleep(0)
+
+
+async def expect_timeout(p: Pair, mode: str = "r"):
+    """Block in ``mode`` until a DeadlineExceededError; return when (ns)."""
+    with pytest.raises(netpoll.DeadlineExceededError) as info:
+        if mode == "r":
+            await p.read()
+        else:
+            await p.write(b"x" * 65536)
+    return monotonic_ns(), info.value
