@@ -25,7 +25,7 @@ from netpoll import net
 from netpoll.socktest import Switch
 
 from support import SHORT, SLACK, read_full, run
-from support.net import fill_conn, small_buffers, stream_pair
+from support.net import conn_pair, fill_conn, small_buffers, stream_pair
 
 
 def assert_timeout(e: BaseException, op: str) -> None:
@@ -58,8 +58,7 @@ async def expect_timeout(coro, op: str, deadline: float | None = None) -> float:
 def test_read_past_deadline_fails_at_once_with_data_queued(backend_name):
     # Go's TestReadTimeout, first half.
     async def main():
-        ln, c, s = await stream_pair()
-        try:
+        async with conn_pair() as (ln, c, s):
             await s.write(b"queued")
             await netpoll.sleep(0.01)
             c.set_read_deadline(netpoll.now() - 1)
@@ -73,67 +72,47 @@ def test_read_past_deadline_fails_at_once_with_data_queued(backend_name):
             c.set_read_deadline(d)
             assert await read_full(c, 6) == b"queued"
             await expect_timeout(c.read(bytearray(10)), "read", d)
-        finally:
-            c.close()
-            s.close()
-            ln.close()
 
     run(backend_name, main)
 
 
 def test_read_short_deadline_fires_not_before_it(backend_name):
     async def main():
-        ln, c, s = await stream_pair()
-        try:
+        async with conn_pair() as (ln, c, s):
             for delay in (0.001, 0.02, SHORT):
                 d = netpoll.now() + delay
                 c.set_read_deadline(d)
                 await expect_timeout(c.read(bytearray(10)), "read", d)
-        finally:
-            c.close()
-            s.close()
-            ln.close()
 
     run(backend_name, main)
 
 
 def test_set_deadline_covers_read_and_write(backend_name):
     async def main():
-        ln, c, s = await stream_pair()
-        try:
+        async with conn_pair() as (ln, c, s):
             c.set_deadline(netpoll.now() - 1)
             await expect_timeout(c.read(bytearray(1)), "read")
             await expect_timeout(c.write(b"x"), "write")
-        finally:
-            c.close()
-            s.close()
-            ln.close()
 
     run(backend_name, main)
 
 
 def test_read_deadline_extended_while_blocked(backend_name):
     async def main():
-        ln, c, s = await stream_pair()
-        try:
+        async with conn_pair() as (ln, c, s):
             t0 = netpoll.now()
             c.set_read_deadline(t0 + 0.05)
             g = netpoll.go(expect_timeout(c.read(bytearray(10)), "read", t0 + 0.25))
             await netpoll.sleep(0.02)
             c.set_read_deadline(t0 + 0.25)
             await g
-        finally:
-            c.close()
-            s.close()
-            ln.close()
 
     run(backend_name, main)
 
 
 def test_read_deadline_moved_to_past_wakes_blocked_read(backend_name):
     async def main():
-        ln, c, s = await stream_pair()
-        try:
+        async with conn_pair() as (ln, c, s):
             c.set_read_deadline(netpoll.now() + 10)
             g = netpoll.go(c.read(bytearray(10)))
             await netpoll.sleep(0.02)
@@ -141,18 +120,13 @@ def test_read_deadline_moved_to_past_wakes_blocked_read(backend_name):
             c.set_read_deadline(t - 1)
             await expect_timeout(g, "read")
             assert netpoll.now() - t < SHORT
-        finally:
-            c.close()
-            s.close()
-            ln.close()
 
     run(backend_name, main)
 
 
 def test_read_deadline_cleared_after_expiry_blocks_again(backend_name):
     async def main():
-        ln, c, s = await stream_pair()
-        try:
+        async with conn_pair() as (ln, c, s):
             c.set_read_deadline(netpoll.now() - 1)
             await expect_timeout(c.read(bytearray(10)), "read")
             c.set_read_deadline(None)
@@ -167,18 +141,13 @@ def test_read_deadline_cleared_after_expiry_blocks_again(backend_name):
             assert not g.done
             await s.write(b"z")
             assert await g == b"z"
-        finally:
-            c.close()
-            s.close()
-            ln.close()
 
     run(backend_name, main)
 
 
 def test_inf_deadline_never_expires(backend_name):
     async def main():
-        ln, c, s = await stream_pair()
-        try:
+        async with conn_pair() as (ln, c, s):
             c.set_deadline(float("inf"))
             g = netpoll.go(read_full(c, 2))
             await netpoll.sleep(SHORT)
@@ -189,10 +158,6 @@ def test_inf_deadline_never_expires(backend_name):
             # -inf is in the past.
             c.set_read_deadline(float("-inf"))
             await expect_timeout(c.read(bytearray(1)), "read")
-        finally:
-            c.close()
-            s.close()
-            ln.close()
 
     run(backend_name, main)
 
@@ -200,18 +165,13 @@ def test_inf_deadline_never_expires(backend_name):
 def test_huge_deadline_does_not_overflow(backend_name):
     # Go's TestDialTimeoutMaxDuration, for I/O deadlines.
     async def main():
-        ln, c, s = await stream_pair()
-        try:
+        async with conn_pair() as (ln, c, s):
             for t in (1e12, 1e300, netpoll.now() + 1e10):
                 c.set_read_deadline(t)
                 g = netpoll.go(read_full(c, 1))
                 await netpoll.sleep(0.01)
                 await s.write(b"x")
                 assert await g == b"x"
-        finally:
-            c.close()
-            s.close()
-            ln.close()
 
     run(backend_name, main)
 
@@ -241,8 +201,7 @@ def test_nan_deadline_is_value_error(backend_name):
 
 def test_read_and_write_deadlines_are_independent(backend_name):
     async def main():
-        ln, c, s = await stream_pair()
-        try:
+        async with conn_pair() as (ln, c, s):
             c.set_read_deadline(netpoll.now() - 1)
             assert await c.write(b"w") == 1
             c.set_read_deadline(None)
@@ -250,10 +209,6 @@ def test_read_and_write_deadlines_are_independent(backend_name):
             await s.write(b"r")
             assert await read_full(c, 1) == b"r"
             await expect_timeout(c.write(b"x"), "write")
-        finally:
-            c.close()
-            s.close()
-            ln.close()
 
     run(backend_name, main)
 
@@ -263,8 +218,7 @@ def test_read_and_write_deadlines_are_independent(backend_name):
 def test_write_past_deadline_fails_at_once_with_buffer_space(backend_name):
     # Go's TestWriteTimeout, first half: nothing is written.
     async def main():
-        ln, c, s = await stream_pair()
-        try:
+        async with conn_pair() as (ln, c, s):
             c.set_write_deadline(netpoll.now() - 1)
             for _ in range(3):
                 await expect_timeout(c.write(b"lost"), "write")
@@ -272,10 +226,6 @@ def test_write_past_deadline_fails_at_once_with_buffer_space(backend_name):
             c.set_write_deadline(None)
             await c.write(b"kept")
             assert await read_full(s, 4) == b"kept"
-        finally:
-            c.close()
-            s.close()
-            ln.close()
 
     run(backend_name, main)
 
@@ -283,8 +233,7 @@ def test_write_past_deadline_fails_at_once_with_buffer_space(backend_name):
 def test_write_deadline_with_full_buffer(backend_name):
     # Go's TestWriteTimeout, second half, and TestWriteTimeoutFluctuation.
     async def main():
-        ln, c, s = await stream_pair()
-        try:
+        async with conn_pair() as (ln, c, s):
             small_buffers(c, s)
             await fill_conn(c)
             d = netpoll.now() + SHORT
@@ -292,18 +241,13 @@ def test_write_deadline_with_full_buffer(backend_name):
             await expect_timeout(c.write(bytes(1 << 20)), "write", d)
             # The deadline stays expired for later writes.
             await expect_timeout(c.write(b"x"), "write")
-        finally:
-            c.close()
-            s.close()
-            ln.close()
 
     run(backend_name, main)
 
 
 def test_write_deadline_extended_while_blocked(backend_name):
     async def main():
-        ln, c, s = await stream_pair()
-        try:
+        async with conn_pair() as (ln, c, s):
             small_buffers(c, s)
             await fill_conn(c)
             t0 = netpoll.now()
@@ -312,10 +256,6 @@ def test_write_deadline_extended_while_blocked(backend_name):
             await netpoll.sleep(0.02)
             c.set_write_deadline(t0 + 0.25)
             await g
-        finally:
-            c.close()
-            s.close()
-            ln.close()
 
     run(backend_name, main)
 
@@ -328,8 +268,7 @@ def test_blocked_write_with_expired_read_deadline_is_woken_by_close(backend_name
         raise AssertionError("the send buffer never filled")
 
     async def main():
-        ln, c, s = await stream_pair()
-        try:
+        async with conn_pair() as (ln, c, s):
             small_buffers(c, s)
             c.set_read_deadline(netpoll.now() - 1)
             c.set_write_deadline(None)
@@ -340,10 +279,6 @@ def test_blocked_write_with_expired_read_deadline_is_woken_by_close(backend_name
                 await g
             assert not isinstance(ei.value, TimeoutError)
             assert not ei.value.timeout() and not ei.value.temporary()
-        finally:
-            c.close()
-            s.close()
-            ln.close()
 
     run(backend_name, main)
 
@@ -696,8 +631,7 @@ def test_read_write_deadline_race(backend_name):
         return timeouts
 
     async def main():
-        ln, c, s = await stream_pair()
-        try:
+        async with conn_pair() as (ln, c, s):
             small_buffers(c, s)
             await fill_conn(c)
             n = 200
@@ -714,10 +648,6 @@ def test_read_write_deadline_race(backend_name):
             c.set_deadline(netpoll.now() - 1)  # whatever is left ends now
             assert await r == n
             assert await w == n
-        finally:
-            c.close()
-            s.close()
-            ln.close()
 
     run(backend_name, main)
 
@@ -788,8 +718,7 @@ def test_equal_deadlines_then_one_cleared(backend_name, cleared):
     # Equal read and write deadlines share one timer (Go's "combo"); clearing
     # one of them must leave the other armed, and only the other.
     async def main():
-        ln, c, s = await stream_pair()
-        try:
+        async with conn_pair() as (ln, c, s):
             small_buffers(c, s)
             await fill_conn(c)
             d = netpoll.now() + 0.1
@@ -808,18 +737,13 @@ def test_equal_deadlines_then_one_cleared(backend_name, cleared):
             c.close()
             with pytest.raises(netpoll.ClosedError):
                 await staying
-        finally:
-            c.close()
-            s.close()
-            ln.close()
 
     run(backend_name, main)
 
 
 def test_equal_deadlines_then_one_moved(backend_name):
     async def main():
-        ln, c, s = await stream_pair()
-        try:
+        async with conn_pair() as (ln, c, s):
             small_buffers(c, s)
             await fill_conn(c)
             t0 = netpoll.now()
@@ -836,9 +760,5 @@ def test_equal_deadlines_then_one_moved(backend_name):
             c.set_deadline(t1 + 0.05)
             await expect_timeout(c.read(bytearray(1)), "read", t1 + 0.05)
             await expect_timeout(c.write(b"x"), "write")
-        finally:
-            c.close()
-            s.close()
-            ln.close()
 
     run(backend_name, main)

@@ -11,7 +11,7 @@ import netpoll
 from netpoll import net
 
 from support import read_full, run
-from support.net import ipv6_loopback, stream_pair
+from support.net import conn_pair, ipv6_loopback, stream_pair
 
 NEEDS_V6 = pytest.mark.skipif(not ipv6_loopback(), reason="no IPv6 loopback ([::1]) on this host")
 
@@ -238,8 +238,7 @@ def test_default_backlog_is_somaxconn():
 
 def test_tcp_defaults_on_conns(backend_name):
     async def main():
-        ln, c, s = await stream_pair()
-        try:
+        async with conn_pair() as (ln, c, s):
             for conn in (c, s):
                 nodelay = conn.control(lambda so: so.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
                 keepalive = conn.control(lambda so: so.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE))
@@ -248,9 +247,5 @@ def test_tcp_defaults_on_conns(backend_name):
             assert not c.control(lambda so: so.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
             c.set_keep_alive(False)
             assert not c.control(lambda so: so.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE))
-        finally:
-            c.close()
-            s.close()
-            ln.close()
 
     run(backend_name, main)

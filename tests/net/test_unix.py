@@ -12,7 +12,7 @@ import netpoll
 from netpoll import net
 
 from support import SLACK, read_full, run
-from support.net import stream_pair
+from support.net import conn_pair
 
 
 @pytest.fixture
@@ -199,13 +199,8 @@ def test_unix_abstract_socket(backend_name):
     name = f"\0netpoll-test-{os.getpid()}-{backend_name}"
 
     async def main():
-        ln, c, s = await stream_pair("unix", name)
-        try:
+        async with conn_pair("unix", name) as (ln, c, s):
             await c.write(b"abs")
             assert await read_full(s, 3) == b"abs"
-        finally:
-            c.close()
-            s.close()
-            ln.close()
 
     run(backend_name, main)

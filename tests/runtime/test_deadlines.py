@@ -32,8 +32,7 @@ from support.runtime import Pair, expect_timeout, parked_on, settle
 @pytest.mark.parametrize("how", ["minus-one", "absolute-past"])
 def test_past_deadline_wakes_blocked_reader_at_once(backend_name, how):
     async def main():
-        p = Pair()
-        try:
+        with Pair() as p:
             r = netpoll.go(expect_timeout(p))
             await settle()
             assert parked_on(p.pd, "r", r)
@@ -41,8 +40,6 @@ def test_past_deadline_wakes_blocked_reader_at_once(backend_name, how):
             p.set_deadline(-1 if how == "minus-one" else t0 - 5 * MS, "r")
             t1, err = await r
             return t1 - t0, err
-        finally:
-            p.close()
 
     took, err = run(backend_name, main)
     assert took < 200 * MS
@@ -53,14 +50,11 @@ def test_past_deadline_wakes_blocked_reader_at_once(backend_name, how):
 
 def test_deadline_fires_not_before_it_is_due(backend_name):
     async def main():
-        p = Pair()
-        try:
+        with Pair() as p:
             d = after(50)
             p.set_deadline(d, "r")
             t1, _ = await expect_timeout(p)
             return t1 - d
-        finally:
-            p.close()
 
     late = run(backend_name, main)
     assert 0 <= late < 500 * MS
@@ -68,23 +62,19 @@ def test_deadline_fires_not_before_it_is_due(backend_name):
 
 def test_deadline_set_before_the_wait_applies_to_it(backend_name):
     async def main():
-        p = Pair()
-        try:
+        with Pair() as p:
             d = after(30)
             p.set_deadline(d, "r")
             await netpoll.sleep(0.01)
             t1, _ = await expect_timeout(p)
             return t1 - d
-        finally:
-            p.close()
 
     assert 0 <= run(backend_name, main) < 500 * MS
 
 
 def test_extending_deadline_keeps_reader_blocked(backend_name):
     async def main():
-        p = Pair()
-        try:
+        with Pair() as p:
             t0 = monotonic_ns()
             p.set_deadline(t0 + 50 * MS, "r")
             r = netpoll.go(expect_timeout(p))
@@ -96,8 +86,6 @@ def test_extending_deadline_keeps_reader_blocked(backend_name):
             assert parked_on(p.pd, "r", r)
             t1, _ = await r
             return t1 - new
-        finally:
-            p.close()
 
     assert 0 <= run(backend_name, main) < 500 * MS
 
@@ -114,8 +102,7 @@ def test_deadline_moved_after_timer_fired_but_before_reader_ran(backend_name):
         p.set_deadline(new, "r")
 
     async def main():
-        p = Pair()
-        try:
+        with Pair() as p:
             t0 = monotonic_ns()
             d = t0 + 30 * MS
             new = t0 + 150 * MS
@@ -128,16 +115,13 @@ def test_deadline_moved_after_timer_fired_but_before_reader_ran(backend_name):
             assert not r.done, "the reader returned a timeout for a deadline that was moved"
             t1, _ = await r
             return t1 - new
-        finally:
-            p.close()
 
     assert 0 <= run(backend_name, main) < 500 * MS
 
 
 def test_shortening_deadline_to_past_wakes_reader(backend_name):
     async def main():
-        p = Pair()
-        try:
+        with Pair() as p:
             p.set_deadline(after(10_000), "r")
             r = netpoll.go(expect_timeout(p))
             await netpoll.sleep(0.02)
@@ -146,8 +130,6 @@ def test_shortening_deadline_to_past_wakes_reader(backend_name):
             p.set_deadline(-1, "r")
             t1, _ = await r
             return t1 - t0, len(_sched.current().timers)
-        finally:
-            p.close()
 
     took, timers = run(backend_name, main)
     assert took < 200 * MS
@@ -156,8 +138,7 @@ def test_shortening_deadline_to_past_wakes_reader(backend_name):
 
 def test_shortening_deadline_to_near_future(backend_name):
     async def main():
-        p = Pair()
-        try:
+        with Pair() as p:
             p.set_deadline(after(10_000), "r")
             r = netpoll.go(expect_timeout(p))
             await netpoll.sleep(0.01)
@@ -165,16 +146,13 @@ def test_shortening_deadline_to_near_future(backend_name):
             p.set_deadline(d, "r")
             t1, _ = await r
             return t1 - d
-        finally:
-            p.close()
 
     assert 0 <= run(backend_name, main) < 500 * MS
 
 
 def test_clearing_deadline_makes_reads_block_again(backend_name):
     async def main():
-        p = Pair()
-        try:
+        with Pair() as p:
             p.set_deadline(-1, "r")
             await expect_timeout(p)
             assert p.pd.check("r") == 2
@@ -187,16 +165,13 @@ def test_clearing_deadline_makes_reads_block_again(backend_name):
             assert parked_on(p.pd, "r", r)
             p.b.send(b"after clear")
             return await r
-        finally:
-            p.close()
 
     assert run(backend_name, main) == b"after clear"
 
 
 def test_clearing_armed_deadline_stops_its_timer(backend_name):
     async def main():
-        p = Pair()
-        try:
+        with Pair() as p:
             s = _sched.current()
             p.set_deadline(after(30), "r")
             p.set_deadline(after(40), "w")
@@ -208,16 +183,13 @@ def test_clearing_armed_deadline_stops_its_timer(backend_name):
             assert not r.done, "a cleared deadline fired"
             p.b.send(b"z")
             return await r
-        finally:
-            p.close()
 
     assert run(backend_name, main) == b"z"
 
 
 def test_expired_deadline_fails_fast_even_with_data_ready(backend_name):
     async def main():
-        p = Pair()
-        try:
+        with Pair() as p:
             p.b.send(b"ready")
             await netpoll.sleep(0.01)
             p.set_deadline(-1, "r")
@@ -228,16 +200,13 @@ def test_expired_deadline_fails_fast_even_with_data_ready(backend_name):
             p.set_deadline(0, "r")
             p.pd.prepare("r")
             return await p.read()
-        finally:
-            p.close()
 
     assert run(backend_name, main) == b"ready"
 
 
 def test_read_deadline_does_not_touch_writer(backend_name):
     async def main():
-        p = Pair()
-        try:
+        with Pair() as p:
             n = p.fill()
             w = netpoll.go(p.write(b"w"))
             r = netpoll.go(expect_timeout(p, "r"))
@@ -256,16 +225,13 @@ def test_read_deadline_does_not_touch_writer(backend_name):
                 await netpoll.sleep(0.001)
             await w
             return got + len(drain(p.b)) == n + 1
-        finally:
-            p.close()
 
     assert run(backend_name, main)
 
 
 def test_write_deadline_does_not_touch_reader(backend_name):
     async def main():
-        p = Pair()
-        try:
+        with Pair() as p:
             p.fill()
             r = netpoll.go(p.read())
             w = netpoll.go(expect_timeout(p, "w"))
@@ -281,8 +247,6 @@ def test_write_deadline_does_not_touch_reader(backend_name):
                 await p.pd.wait("w")
             p.b.send(b"still reading")
             return await r
-        finally:
-            p.close()
 
     assert run(backend_name, main) == b"still reading"
 
@@ -290,8 +254,7 @@ def test_write_deadline_does_not_touch_reader(backend_name):
 @pytest.mark.parametrize("how", ["rw", "r-then-w", "w-then-r"])
 def test_equal_read_write_deadline_fires_both(backend_name, how):
     async def main():
-        p = Pair()
-        try:
+        with Pair() as p:
             p.fill()
             r = netpoll.go(expect_timeout(p, "r"))
             w = netpoll.go(expect_timeout(p, "w"))
@@ -306,8 +269,6 @@ def test_equal_read_write_deadline_fires_both(backend_name, how):
             tr, _ = await r
             tw, _ = await w
             return tr - d, tw - d, p.pd.deadlines()
-        finally:
-            p.close()
 
     lr, lw, dl = run(backend_name, main)
     assert 0 <= lr < 500 * MS
@@ -317,8 +278,7 @@ def test_equal_read_write_deadline_fires_both(backend_name, how):
 
 def test_equal_deadlines_then_write_moved_later(backend_name):
     async def main():
-        p = Pair()
-        try:
+        with Pair() as p:
             p.fill()
             r = netpoll.go(expect_timeout(p, "r"))
             w = netpoll.go(expect_timeout(p, "w"))
@@ -331,8 +291,6 @@ def test_equal_deadlines_then_write_moved_later(backend_name):
             assert not w.done, "the write deadline was moved, the writer must wait on"
             tw, _ = await w
             return tr - d, tw - dw
-        finally:
-            p.close()
 
     lr, lw = run(backend_name, main)
     assert 0 <= lr < 500 * MS
@@ -341,8 +299,7 @@ def test_equal_deadlines_then_write_moved_later(backend_name):
 
 def test_read_and_write_deadlines_fire_at_their_own_times(backend_name):
     async def main():
-        p = Pair()
-        try:
+        with Pair() as p:
             p.fill()
             r = netpoll.go(expect_timeout(p, "r"))
             w = netpoll.go(expect_timeout(p, "w"))
@@ -354,8 +311,6 @@ def test_read_and_write_deadlines_fire_at_their_own_times(backend_name):
             assert not r.done
             tr, _ = await r
             return tr - dr, tw - dw
-        finally:
-            p.close()
 
     lr, lw = run(backend_name, main)
     assert 0 <= lr < 500 * MS
@@ -364,15 +319,12 @@ def test_read_and_write_deadlines_fire_at_their_own_times(backend_name):
 
 def test_deadline_on_closed_descriptor_is_ignored(backend_name):
     async def main():
-        p = Pair()
-        try:
+        with Pair() as p:
             p.evict()
             assert p.pd.set_deadline(after(10), "r") == []
             assert p.pd.set_deadline(-1, "rw") == []
             assert len(_sched.current().timers) == 0
             assert p.pd.check("r") == 1
-        finally:
-            p.close()
         return "ok"
 
     assert run(backend_name, main) == "ok"
@@ -385,16 +337,13 @@ def test_deadline_on_closed_descriptor_is_ignored(backend_name):
 
 def test_close_takes_precedence_over_expired_deadline(backend_name):
     async def main():
-        p = Pair()
-        try:
+        with Pair() as p:
             p.set_deadline(-1, "rw")
             p.evict()
             with pytest.raises(netpoll.ClosedError):
                 await p.pd.wait("r")
             with pytest.raises(netpoll.ClosedError):
                 await p.pd.wait("w")
-        finally:
-            p.close()
         return "ok"
 
     assert run(backend_name, main) == "ok"
@@ -407,8 +356,7 @@ def test_old_deadline_does_nothing_after_close_and_fd_reuse(backend_name):
         fd, pd1, seq1 = p1.a.fileno(), p1.pd, p1.pd.fdseq
         p1.set_deadline(after(30), "rw")
         p1.close()
-        p2 = Pair()
-        try:
+        with Pair() as p2:
             if p2.a.fileno() != fd:
                 pytest.skip("the kernel did not hand out the same fd number")
             assert p2.pd.check("r") == 0 and p2.pd.deadlines() == (0, 0)
@@ -421,7 +369,5 @@ def test_old_deadline_does_nothing_after_close_and_fd_reuse(backend_name):
             assert len(s.timers) == 0
             p2.b.send(b"new")
             return await r
-        finally:
-            p2.close()
 
     assert run(backend_name, main) == b"new"

@@ -28,8 +28,7 @@ from support.runtime import Pair, parked_on, settle
 
 def test_wait_read_wakes_on_data(backend_name):
     async def main():
-        p = Pair()
-        try:
+        with Pair() as p:
             r = netpoll.go(p.read())
             await settle()
             assert parked_on(p.pd, "r", r)
@@ -38,16 +37,13 @@ def test_wait_read_wakes_on_data(backend_name):
             data = await r
             assert _sched.current().backend.waiters == 0
             return data
-        finally:
-            p.close()
 
     assert run(backend_name, main) == b"hello"
 
 
 def test_wait_write_wakes_when_peer_drains(backend_name):
     async def main():
-        p = Pair()
-        try:
+        with Pair() as p:
             n = p.fill()
             w = netpoll.go(p.write(b"tail"))
             await settle()
@@ -61,8 +57,6 @@ def test_wait_write_wakes_when_peer_drains(backend_name):
             await w
             got += len(drain(p.b))
             return n + 4, got
-        finally:
-            p.close()
 
     want, got = run(backend_name, main)
     assert got == want
@@ -128,8 +122,7 @@ def test_close_wakes_blocked_reader_and_writer(backend_name):
         return info.value
 
     async def main():
-        p = Pair()
-        try:
+        with Pair() as p:
             p.fill()
             p.set_deadline(after(10_000), "rw")
             r = netpoll.go(blocked(p.read()))
@@ -154,8 +147,6 @@ def test_close_wakes_blocked_reader_and_writer(backend_name):
             with pytest.raises(netpoll.NetpollError):
                 p.pd.evict()
             return er, ew
-        finally:
-            p.close()
 
     er, ew = run(backend_name, main)
     for e in (er, ew):
@@ -166,12 +157,9 @@ def test_close_wakes_blocked_reader_and_writer(backend_name):
 
 def test_pollclose_requires_evict_first(backend_name):
     async def main():
-        p = Pair()
-        try:
+        with Pair() as p:
             with pytest.raises(netpoll.NetpollError):
                 pollclose(p.pd)
-        finally:
-            p.close()
         return "ok"
 
     assert run(backend_name, main) == "ok"
@@ -188,8 +176,7 @@ def test_old_readiness_does_nothing_after_close_and_fd_reuse(backend_name):
         fd = p1.a.fileno()
         p1.b.send(b"old data")  # an event for the old incarnation, maybe undelivered
         p1.close()
-        p2 = Pair()
-        try:
+        with Pair() as p2:
             if p2.a.fileno() != fd:
                 pytest.skip("the kernel did not hand out the same fd number")
             r = netpoll.go(p2.read())
@@ -197,8 +184,6 @@ def test_old_readiness_does_nothing_after_close_and_fd_reuse(backend_name):
             assert not r.done, "an event of the old descriptor woke the new one's reader"
             p2.b.send(b"new data")
             return await r
-        finally:
-            p2.close()
 
     assert run(backend_name, main) == b"new data"
 
@@ -283,8 +268,7 @@ def test_no_lost_wakeup_when_writer_is_scheduled_before_the_park(backend_name, y
         b.send(b"w")
 
     async def main():
-        p = Pair()
-        try:
+        with Pair() as p:
             p.set_deadline(after(10_000), "r")
             for _ in range(N):
                 started = False
@@ -298,8 +282,6 @@ def test_no_lost_wakeup_when_writer_is_scheduled_before_the_park(backend_name, y
                             started = True
                         await p.pd.wait("r")
                 assert data == b"w"
-        finally:
-            p.close()
         return "ok"
 
     assert run(backend_name, main) == "ok"
@@ -309,8 +291,7 @@ def test_no_lost_wakeup_when_data_arrives_between_eagain_and_park(backend_name):
     N = 300
 
     async def main():
-        p = Pair()
-        try:
+        with Pair() as p:
             p.set_deadline(after(10_000), "r")
             for i in range(N):
                 got = None
@@ -321,8 +302,6 @@ def test_no_lost_wakeup_when_data_arrives_between_eagain_and_park(backend_name):
                         p.b.send(b"%d" % (i % 10))  # after the EAGAIN, before the park
                         await p.pd.wait("r")
                 assert got == b"%d" % (i % 10)
-        finally:
-            p.close()
         return "ok"
 
     assert run(backend_name, main) == "ok"
@@ -339,8 +318,7 @@ def test_double_wait_is_an_error(backend_name, mode):
         await p.pd.wait(mode)
 
     async def main():
-        p = Pair()
-        try:
+        with Pair() as p:
             if mode == "w":
                 p.fill()
             first = netpoll.go(p.read() if mode == "r" else p.write(b"x"))
@@ -362,7 +340,5 @@ def test_double_wait_is_an_error(backend_name, mode):
                     await netpoll.sleep(0.001)
             await first
             return str(info.value)
-        finally:
-            p.close()
 
     assert run(backend_name, main) == "netpoll: double wait"

@@ -3,11 +3,12 @@ resets, descriptor flags, and probes for what this host supports."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import os
 import socket
-from typing import Any
+from typing import Any, AsyncIterator
 
 import netpoll
 from netpoll import net
@@ -24,6 +25,19 @@ async def stream_pair(network: str = "tcp", address: Any = "127.0.0.1:0"):
         ln.close()
         raise
     return ln, c, s
+
+
+@contextlib.asynccontextmanager
+async def conn_pair(network: str = "tcp", address: Any = "127.0.0.1:0") -> AsyncIterator[tuple[Any, Any, Any]]:
+    """``async with conn_pair() as (ln, c, s):`` stream_pair's three, closed
+    on the way out (the conns, then the listener)."""
+    ln, c, s = await stream_pair(network, address)
+    try:
+        yield ln, c, s
+    finally:
+        c.close()
+        s.close()
+        ln.close()
 
 
 def small_buffers(*conns: Any, size: int = 4096) -> None:

@@ -18,7 +18,8 @@ from .core import drain, fill
 
 class Pair:
     """A non-blocking socketpair whose ``a`` end is registered with the
-    running runtime (``pd``); ``b`` is the peer, driven directly."""
+    running runtime (``pd``); ``b`` is the peer, driven directly.
+    ``with Pair() as p:`` closes it on the way out."""
 
     def __init__(self, family: int = socket.AF_UNIX) -> None:
         self.sched = _sched.current()
@@ -27,6 +28,12 @@ class Pair:
         self.b.setblocking(False)
         self.pd = self.sched.pollopen(self.a.fileno())
         self.closed = False
+
+    def __enter__(self) -> "Pair":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def set_deadline(self, d: int, mode: str) -> None:
         self.sched.wake(self.pd.set_deadline(d, mode))
