@@ -3,7 +3,7 @@
 A Timers heap stands in for the scheduler's timers: run_due(now) fires what
 is due at ``now`` and returns the waiters it woke.
 
-Also: tests/runtime/test_deadlines.py holds the deadline semantics that do
+Also: tests/runtime/test_wait_deadlines.py holds the deadline semantics that do
 not depend on the backend (goroutines in pd.wait under the scheduler);
 tests/net/test_deadline.py the conn API and Go's timeout tests.
 """

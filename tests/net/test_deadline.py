@@ -6,7 +6,7 @@ TestDialTimeout, TestDialTimeoutMaxDuration.
 Timing checks are lower bounds (never before the deadline) with loose upper
 bounds (SLACK).
 
-Also: tests/runtime/test_deadlines.py holds the deadline semantics that do
+Also: tests/runtime/test_wait_deadlines.py holds the deadline semantics that do
 not depend on the backend (moving, clearing, per-direction, expiry against
 ready data, close, descriptor reuse) at the poll descriptor;
 tests/conformance/test_deadlines.py what each backend's events do to a

@@ -2,8 +2,8 @@
 lost-wakeup races, double waits and descriptor reuse, through the scheduler
 and a real backend.
 
-Deadlines: their semantics in tests/runtime/test_deadlines.py, the backend's
-part in tests/conformance/test_deadlines.py, the conn API in
+Deadlines: their semantics in tests/runtime/test_wait_deadlines.py, the
+backend's part in tests/conformance/test_deadlines.py, the conn API in
 tests/net/test_deadline.py."""
 
 from __future__ import annotations
