@@ -23,6 +23,7 @@ backends (poll, select) re-arm instead, and their next netpoll reports the
 level.
 """
 
+from cpython.pythread cimport PyThread_get_thread_ident
 from libc.stdint cimport int64_t
 from libc.stdlib cimport free, malloc
 
@@ -75,6 +76,7 @@ cdef class Core:
     cdef bint armed                  # timer was queued for the idle driver
     cdef list pending                # watchers whose handles the next tick runs
     cdef _Driver driver
+    cdef unsigned long owner         # the thread running the loop
 
     def __cinit__(self, Sched sched not None, loop):
         self.sched = sched
@@ -101,6 +103,7 @@ cdef class Core:
             # goroutine failure): its driver may still be queued or idle.
             self.driver.retired = True
             self.wake()
+        self.owner = PyThread_get_thread_ident()
         cdef _Driver d = _Driver.__new__(_Driver)
         d.core = self
         d.starts = 2
@@ -123,9 +126,10 @@ cdef class Core:
         return self.armed and self.timer.index < 0
 
     cpdef wake(self):
-        """Make the idle driver runnable (no-op when it is not idle)."""
+        """Make the idle driver runnable (no-op when it is not idle, and from
+        another thread, which wakes the loop through its self-pipe)."""
         cdef G g = self.idle
-        if g is None:
+        if g is None or PyThread_get_thread_ident() != self.owner:
             return
         self.idle = None
         if self.armed:
@@ -137,7 +141,7 @@ cdef class Core:
 
     def rearm(self, double when):
         """A TimerHandle at ``when`` (loop.time()) was added while the driver is idle."""
-        if self.idle is None or self.fired():
+        if self.idle is None or self.fired() or PyThread_get_thread_ident() != self.owner:
             return
         cdef int64_t ns = _when_ns(when)
         if self.armed and ns >= self.timer.when:

@@ -19,6 +19,7 @@ from typing import Any, Mapping, Optional
 
 from netpoll import _netpoll, _sched
 from netpoll._table import backend_class, resolve
+from netpoll.errors import NotPollableError
 from netpoll.aio import _core
 
 _EVENTS = selectors.EVENT_READ | selectors.EVENT_WRITE
@@ -35,6 +36,10 @@ def _fileobj_to_fd(fileobj: Any) -> int:
     if fd < 0:
         raise ValueError(f"Invalid file descriptor: {fd}")
     return fd
+
+
+class _NotPollable(NotPollableError, PermissionError):
+    """A regular file or directory: refused as asyncio's epoll selector does (EPERM)."""
 
 
 class _Map(Mapping[Any, selectors.SelectorKey]):
@@ -71,7 +76,10 @@ class _Registry(selectors.BaseSelector):
         fd = _fileobj_to_fd(fileobj)
         if fd in self._keys:
             raise KeyError(f"{fileobj!r} (FD {fd}) is already registered")
-        pd = self._core.sched.pollopen(fd)
+        try:
+            pd = self._core.sched.pollopen(fd)
+        except NotPollableError as e:
+            raise _NotPollable(fd, str(e).split(": ", 1)[-1]) from None
         key = selectors.SelectorKey(fileobj, fd, events, data)
         self._keys[fd] = key
         self._fds[fd] = [pd, None, None]
@@ -141,8 +149,12 @@ class EventLoop(asyncio.SelectorEventLoop):  # type: ignore[misc,valid-type]
     def __init__(self, *, backend: Optional[str] = None) -> None:
         from netpoll import BACKEND
 
-        name = BACKEND if backend is None else resolve(backend, "backend")
-        self._core = _core.Core(_sched.Sched(backend_class(name)()), self)
+        try:
+            name = BACKEND if backend is None else resolve(backend, "backend")
+            self._core = _core.Core(_sched.Sched(backend_class(name)()), self)
+        except BaseException:
+            self._closed = True  # never opened: nothing for __del__ to warn about
+            raise
         self._backend_name = name
         try:
             super().__init__(_Registry(self._core))
@@ -202,14 +214,21 @@ class EventLoop(asyncio.SelectorEventLoop):  # type: ignore[misc,valid-type]
         finally:
             self._current_handle = None
 
+    # A goroutine (or a watcher) may queue work while the loop goroutine is
+    # parked idle: wake it, or move its timer. The source traceback of a
+    # handle in debug mode leaves this frame out, as asyncio's own do.
     def call_soon(self, callback: Any, *args: Any, context: Any = None) -> asyncio.Handle:
         handle = super().call_soon(callback, *args, context=context)
+        if handle._source_traceback:
+            del handle._source_traceback[-1]
         self._core.wake()
         return handle
 
     def call_at(self, when: float, callback: Any, *args: Any,
                 context: Any = None) -> asyncio.TimerHandle:
         handle = super().call_at(when, callback, *args, context=context)
+        if handle._source_traceback:
+            del handle._source_traceback[-1]
         self._core.rearm(handle._when)
         return handle
 
@@ -222,7 +241,10 @@ class EventLoop(asyncio.SelectorEventLoop):  # type: ignore[misc,valid-type]
             raise RuntimeError("Cannot close a running event loop")
         if self.is_closed():
             return
+        # Goroutines end first, while the loop is open: what their finally
+        # blocks or the bridge's cancellation queue is dropped with the rest
+        # of the ready queue, without "Event loop is closed" errors.
         try:
-            super().close()
-        finally:
             self._core.close()
+        finally:
+            super().close()
