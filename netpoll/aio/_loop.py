@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import selectors
+from asyncio.base_events import _format_handle  # asyncio's wording for slow callbacks
 from asyncio.log import logger
 from typing import Any, Mapping, Optional
 
@@ -210,7 +211,7 @@ class EventLoop(asyncio.SelectorEventLoop):  # type: ignore[misc,valid-type]
             handle._run()
             dt = self.time() - t0
             if dt >= self.slow_callback_duration:
-                logger.warning("Executing %s took %.3f seconds", handle, dt)
+                logger.warning("Executing %s took %.3f seconds", _format_handle(handle), dt)
         finally:
             self._current_handle = None
 
