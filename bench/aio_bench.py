@@ -145,6 +145,7 @@ def wrk_hello(backends: list[str], duration: float, conns: int, rounds: int) -> 
     except ImportError:
         return "uvicorn hello: uvicorn is not installed (pip install uvicorn); not run"
     servers = _servers("uvicorn", backends)
+    secs = max(1, round(duration))  # wrk takes whole seconds
     results: dict[str, list[float]] = {}
     for rnd in range(rounds):
         order = servers if rnd % 2 == 0 else servers[::-1]
@@ -153,8 +154,8 @@ def wrk_hello(backends: list[str], duration: float, conns: int, rounds: int) -> 
                 continue
             with runner.Running(s) as srv:
                 url = f"http://{srv.addr}/"
-                subprocess.run([wrk, "-t1", "-c8", "-d0.5s", url], capture_output=True, timeout=30)
-                out = subprocess.run([wrk, "-t1", f"-c{conns}", f"-d{duration}s", url],
+                subprocess.run([wrk, "-t1", "-c8", "-d1s", url], capture_output=True, timeout=30)
+                out = subprocess.run([wrk, "-t1", f"-c{conns}", f"-d{secs}s", url],
                                      capture_output=True, text=True, timeout=duration + 30).stdout
             m = re.search(r"Requests/sec:\s*([\d.]+)", out)
             non2xx = re.search(r"Non-2xx or 3xx responses:\s*(\d+)", out)
@@ -170,7 +171,7 @@ def wrk_hello(backends: list[str], duration: float, conns: int, rounds: int) -> 
         r = med[s.name]
         rows.append([s.label.replace(" uvicorn", ""), s.name.split("-")[1] if s.name.startswith("netpoll") else "",
                      f"{r:,.0f}", f"{r / uv:.2f}" if uv else "-", f"{r / std:.2f}" if std else "-"])
-    head = (f"uvicorn hello world under wrk -t1 -c{conns} -d{duration:g}s, median of {rounds} "
+    head = (f"uvicorn hello world under wrk -t1 -c{conns} -d{secs}s, median of {rounds} "
             f"alternating round(s)")
     return head + "\n\n" + runner.render(["loop", "backend", "req/s", "× uvloop", "× asyncio"], rows,
                                          markdown=True, right={2, 3, 4})

@@ -364,7 +364,8 @@ cdef class _Watcher(Park):
             if not netpollblockcommit(self.pd, self.mode, self.g):
                 self.core.sched.runqput(self.g)
         elif b == B_READY:
-            self.core.ready.append(self.handle)
+            if self.handle is not None:
+                self.core.ready.append(self.handle)
             self.core.pending.append(self)
         else:
             self.state = W_DONE
