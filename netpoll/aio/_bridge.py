@@ -40,6 +40,12 @@ def wrap_goroutine(handle: "_sched.G[T]", *,
     async def join() -> None:
         try:
             value = await handle
+        except GeneratorExit:
+            raise  # the runtime is closing this join (the loop closes)
+        except asyncio.CancelledError:
+            # The goroutine let an asyncio cancellation escape (from
+            # wrap_future): the future is cancelled too.
+            fut.cancel()
         except BaseException as e:
             if not fut.cancelled():
                 fut.set_exception(e)
@@ -47,8 +53,6 @@ def wrap_goroutine(handle: "_sched.G[T]", *,
                 loop.call_exception_handler({
                     "message": "goroutine failed after its future was cancelled",
                     "exception": e, "future": fut})
-            if not isinstance(e, Exception):
-                raise
         else:
             if not fut.cancelled():
                 fut.set_result(value)

@@ -7,6 +7,7 @@ import gc
 import os
 import signal
 import socket
+import sys
 import tempfile
 import threading
 
@@ -503,3 +504,118 @@ def test_no_loop_garbage(backend_name):
     gc.collect()
     assert loop.runtime.backend.waiters == 0
     assert len(loop.runtime.timers) == 0
+
+
+def test_goroutine_cancellation_cancels_the_wrap_goroutine_future(backend_name):
+    async def main():
+        loop = asyncio.get_running_loop()
+        gone = loop.create_future()
+        gone.cancel()
+
+        async def goroutine():
+            await aio.wrap_future(gone)   # raises CancelledError, not caught
+
+        fut = aio.wrap_goroutine(netpoll.go(goroutine()))
+        with pytest.raises(asyncio.CancelledError):
+            await fut
+        await asyncio.sleep(0.01)
+        return fut.cancelled()
+
+    assert run(main(), backend_name) is True
+
+
+def test_loop_that_never_opened_leaves_no_unraisable(backend_name):
+    seen = []
+    old = sys.unraisablehook
+    sys.unraisablehook = seen.append
+    try:
+        with pytest.raises(netpoll.BackendError):
+            aio.EventLoop(backend="nosuch")
+        gc.collect()
+    finally:
+        sys.unraisablehook = old
+    assert seen == []
+
+
+def test_registry_refuses_bad_registrations(backend_name):
+    loop = aio.new_event_loop(backend=backend_name)
+    sel = loop._selector
+    a, b = socket.socketpair()
+    try:
+        with pytest.raises(ValueError, match="Invalid events"):
+            sel.register(a, 0)
+        with pytest.raises(ValueError, match="Invalid file descriptor"):
+            sel.register(-1, 1)
+        with pytest.raises(ValueError, match="Invalid file object"):
+            sel.register("not a file", 1)
+        sel.register(a, 1, (None, None))
+        with pytest.raises(KeyError, match="already registered"):
+            sel.register(a.fileno(), 1, (None, None))
+        with pytest.raises(ValueError, match="Invalid events"):
+            sel.modify(a, 8, (None, None))
+        sel.unregister(a)
+        with pytest.raises(KeyError, match="not registered"):
+            sel.unregister(a)
+        with pytest.raises(KeyError, match="not registered"):
+            sel.modify(a, 1, (None, None))
+        with pytest.raises(RuntimeError, match="not select"):
+            sel.select(0)
+    finally:
+        a.close()
+        b.close()
+        loop.close()
+
+
+def test_cancelled_reader_handle_unregisters_itself(backend_name):
+    async def main():
+        loop = asyncio.get_running_loop()
+        a, b = socket.socketpair()
+        try:
+            h = loop._add_reader(a.fileno(), lambda: pytest.fail("a cancelled handle ran"))
+            h.cancel()
+            b.send(b"x")
+            for _ in range(100):
+                await asyncio.sleep(0.005)
+                if a.fileno() not in loop._selector.get_map():
+                    return True
+            return False
+        finally:
+            loop.remove_reader(a)
+            a.close()
+            b.close()
+
+    assert run(main(), backend_name) is True
+
+
+def test_error_event_reaches_the_reader(backend_name):
+    # A connected UDP socket whose peer port is closed: the ICMP error comes
+    # as an error event (on epoll: EPOLLERR alone); the reader must be
+    # called so that its recv reports it, as after select().
+    async def main():
+        loop = asyncio.get_running_loop()
+        closed = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+        closed.close()
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.setblocking(False)
+        s.connect(("127.0.0.1", port))
+        got = loop.create_future()
+
+        def reader():
+            try:
+                s.recv(100)
+            except OSError as e:
+                if not got.done():
+                    got.set_result(type(e))
+                loop.remove_reader(s)
+
+        try:
+            loop.add_reader(s, reader)
+            s.send(b"ping")
+            return await asyncio.wait_for(got, 10)
+        finally:
+            loop.remove_reader(s)
+            s.close()
+
+    assert run(main(), backend_name) is ConnectionRefusedError
