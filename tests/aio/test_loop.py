@@ -14,7 +14,7 @@ import threading
 import pytest
 
 import netpoll
-from netpoll import aio, net
+from netpoll import _sched, aio, net
 
 
 def run(coro, backend_name, **kw):
@@ -484,7 +484,7 @@ def test_bridge_misuse_errors(backend_name):
 
     async def on_stdlib():
         with pytest.raises(TypeError, match="netpoll.aio event loop"):
-            aio.wrap_goroutine(netpoll.runtime.Goroutine.__new__(netpoll.runtime.Goroutine))
+            aio.wrap_goroutine(_sched.G.__new__(_sched.G))
 
     asyncio.run(on_stdlib())
 
