@@ -323,15 +323,14 @@ class TLSConn:
             if cache is not None:
                 session = cache.get(server_name or str(conn.remote_addr))
                 self._want_session = True
-        try:
-            self._obj = ssl_ctx.wrap_bio(self._in, self._out, server_side=server_side,
-                                         server_hostname=server_name, session=session)
-        except ValueError as e:
-            if "server_hostname" in str(e):
-                raise ValueError(
-                    "tls.client: the context verifies host names (check_hostname), so give "
-                    "server_name (tls.dial takes it from the address)") from None
-            raise
+        # SSLObject, unlike SSLSocket, accepts a verifying context without
+        # a host name and then checks only the chain: refuse it, as Go does.
+        if not server_side and not server_name and ssl_ctx.check_hostname:
+            raise ValueError(
+                "tls.client: the context verifies host names (check_hostname), so give "
+                "server_name (tls.dial takes it from the address)")
+        self._obj = ssl_ctx.wrap_bio(self._in, self._out, server_side=server_side,
+                                     server_hostname=server_name or None, session=session)
         self._conn = conn
         self._ctx = ssl_ctx
         self.server_side = server_side

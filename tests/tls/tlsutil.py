@@ -106,10 +106,14 @@ async def tls_pair(sctx: Optional[ssl.SSLContext] = None, cctx: Optional[ssl.SSL
     """(listener, client TLSConn, server TLSConn), handshaken."""
     ln = tls.listen("tcp", "127.0.0.1:0", sctx or server_ctx())
     try:
-        g = netpoll.go(ln.accept())
+        async def accept():
+            s = await ln.accept()
+            await s.handshake()
+            return s
+
+        g = netpoll.go(accept())
         c = await tls.dial("tcp", ln.addr, cctx or client_ctx(), server_name=server_name)
         s = await g
-        await s.handshake()
     except BaseException:
         ln.close()
         raise
