@@ -417,7 +417,12 @@ class TLSConn:
             else:
                 self._eof = True
                 self._full = False
-                self._in.write_eof()
+                # At a record boundary after the handshake, OpenSSL never
+                # sees this EOF: told, it would go into its fatal state
+                # (and queue a decode_error alert) where Go reads a clean
+                # EOF and can still send close_notify. _read returns 0.
+                if not self._hs_done or self._rec_left or self._hdr:
+                    self._in.write_eof()
         finally:
             if len(_pool) < _POOL_MAX:
                 _pool.append(buf)
@@ -550,7 +555,7 @@ class TLSConn:
         while True:
             # A read that finds nothing raises, which costs as much as the
             # read: skip it when OpenSSL has no plaintext and no ciphertext.
-            if obj.pending() or self._in.pending or self._eof:
+            if obj.pending() or self._in.pending or self._in.eof:
                 try:
                     n = obj.read(size, buf)
                 except ssl.SSLWantReadError:
@@ -558,8 +563,6 @@ class TLSConn:
                 except ssl.SSLZeroReturnError:
                     n = 0
                 except ssl.SSLEOFError as e:
-                    if self._eof and not self._rec_left and not self._hdr:
-                        return 0
                     self._rerr = _new_error(
                         e, "unexpected EOF",
                         f"tls: the connection with {self._conn.remote_addr} ended in the middle of a record")
@@ -575,6 +578,8 @@ class TLSConn:
                         self._store_session()
                         self._want_session = False
                     return n
+            elif self._eof:
+                return 0   # a TCP EOF at a record boundary (see _fill)
             elif self._closed:
                 raise ClosedError()
             await self._fill()
