@@ -43,20 +43,42 @@ def cmd_echo(args: argparse.Namespace) -> int:
         print(f"python -m netpoll echo: {e}", file=sys.stderr)
         return 2
 
+    ssl_ctx = None
+    if args.tls is not None:
+        from netpoll import tls
+        from netpoll._tlscert import server_context
+
+        if len(args.tls) > 2:
+            print("python -m netpoll echo: --tls takes CERT [KEY], or nothing for a throwaway certificate",
+                  file=sys.stderr)
+            return 2
+        try:
+            ssl_ctx = server_context(*args.tls)
+        except (OSError, RuntimeError) as e:
+            print(f"python -m netpoll echo: --tls: {e}", file=sys.stderr)
+            return 1
+
     async def handle(conn):
         buf = bytearray(65536)
         mv = memoryview(buf)
         try:
             with conn:
+                if ssl_ctx is not None:  # a client that stalls the handshake is dropped
+                    conn.set_read_deadline(netpoll.now() + 10)
+                    await conn.handshake()
+                    conn.set_read_deadline(None)
                 while n := await conn.read(buf):
                     await conn.write(mv[:n])
         except OSError:
             pass  # a reset, a broken pipe: this connection only
 
     async def main():
-        ln = net.listen("tcp", (args.host, args.port))
+        ln = net.listen("tcp", (args.host, args.port)) if ssl_ctx is None else \
+            tls.listen("tcp", (args.host, args.port), ssl_ctx)
         try:
-            print(f"netpoll echo server listening on {ln.addr} (backend {backend}); Ctrl-C to stop", flush=True)
+            over = " over TLS" if ssl_ctx is not None else ""
+            print(f"netpoll echo server listening on {ln.addr} (backend {backend}){over}; Ctrl-C to stop",
+                  flush=True)
             while True:
                 try:
                     conn = await ln.accept()
@@ -172,6 +194,9 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     e.add_argument("--port", type=int, default=7007, help="port (default 7007; 0 picks a free one)")
     e.add_argument("--backend", default=None, help="netpoll backend (default: NETPOLL_BACKEND or the best)")
+    e.add_argument("--tls", nargs="*", metavar="CERT KEY", default=None,
+                   help="serve TLS (netpoll.tls) with this certificate and key, or a throwaway "
+                        "self-signed certificate for localhost when none is given")
 
     b = sub.add_parser(
         "bench", help="the echo benchmark against asyncio, uvloop, trio, gevent, selectors and Go",
