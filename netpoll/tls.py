@@ -537,6 +537,18 @@ class TLSConn:
         finally:
             self._rlock.release()
 
+    async def wait_readable(self) -> None:
+        """Park until a read is likely to find plaintext, EOF or an error,
+        without holding a buffer (the conn's wait_readable, unless OpenSSL
+        already holds something to read). A read after it may still park:
+        the bytes that woke it can be part of a record."""
+        if not self._hs_done:
+            await self.handshake()
+        if (self._plain is not None or self._obj.pending() or self._in.pending or self._eof
+                or self._rerr is not None or self._closed):
+            return
+        await self._conn.wait_readable()
+
     async def _read(self, buf: Any) -> int:
         if self._closed:
             raise ClosedError()

@@ -322,3 +322,24 @@ def test_session_cache_bounds():
     assert len(cache) == 2 and cache.get("a") is None and cache.get("c") is not None
     with pytest.raises(ValueError):
         tls.ClientSessionCache(0)
+
+
+def test_wait_readable_sees_buffered_plaintext(backend_name):
+    async def main():
+        ln, c, s = await tls_pair()
+        with ln, c, s:
+            await s.write(b"0123456789")
+            await c.wait_readable()
+            assert await read_full(c, 4) == b"0123"
+            # The rest is plaintext inside OpenSSL, not on the socket: a
+            # wait on the socket would never end; this one returns at once.
+            c.set_read_deadline(netpoll.now() + 5)
+            await c.wait_readable()
+            assert await read_full(c, 6) == b"456789"
+            w = netpoll.go(c.wait_readable())
+            await netpoll.sleep(0.05)
+            await s.write(b"x")
+            await w
+            assert await read_full(c, 1) == b"x"
+
+    run(backend_name, main)
