@@ -126,6 +126,11 @@ def _conns(s: str) -> list[int]:
 def cmd_bench(args: argparse.Namespace) -> int:
     from netpoll.benchmark import build, runner
 
+    if args.tls:
+        from netpoll.benchmark import tls_bench
+
+        return tls_bench.run_from_args(args)
+
     given_conns, given_rounds = args.conns, args.rounds
     preset = QUICK if args.quick else FULL
     for k, v in preset.items():
@@ -237,6 +242,10 @@ def parser() -> argparse.ArgumentParser:
                    help="instead: RSS per idle connection with N (default 10,000) idle connections, and the "
                         "throughput of --active connections with 0 and with N idle ones, per server")
     b.add_argument("--active", type=int, default=64, help="active connections for --idle (default 64)")
+    b.add_argument("--tls", action="store_true",
+                   help="instead: the TLS benchmark (netpoll.tls vs asyncio+ssl, uvloop+ssl, Go crypto/tls): "
+                        "echo at 64 B and 16 KiB, handshakes/s, RSS per idle TLS conn; needs go "
+                        "(netpoll/benchmark/tls_bench.py)")
     b.add_argument("--netpoll-bufsize", type=int, default=65536,
                    help="the netpoll servers' per-connection read buffer (default 65536)")
     return p
