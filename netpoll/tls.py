@@ -64,6 +64,9 @@ WRITE_CHUNK = 262144
 CLOSE_NOTIFY_TIMEOUT = 5.0
 
 _RECORD_HEADER = 5
+# The longest record TLS allows on the wire: 2^14 + 2048 bytes of
+# TLSCiphertext (TLS 1.2), and its header.
+_MAX_RECORD = (1 << 14) + 2048 + _RECORD_HEADER
 
 
 # ---------------------------------------------------------------------------
@@ -300,7 +303,7 @@ class TLSConn:
     __slots__ = (
         "_conn", "_ctx", "_obj", "_in", "_out", "server_side", "_server_name",
         "_hs_lock", "_rlock", "_wlock", "_hs_done", "_hs_err", "_rerr", "_werr",
-        "_closed", "_sent_close", "_eof", "_rec_left", "_hdr", "_full", "_plain",
+        "_closed", "_sent_close", "_eof", "_bio_eof", "_rec_left", "_rec_len", "_hdr", "_full", "_plain",
         "_want_session", "_wdl",
     )
 
@@ -344,8 +347,10 @@ class TLSConn:
         self._werr: Optional[BaseException] = None
         self._closed = False
         self._sent_close = False
-        self._eof = False
+        self._eof = False        # the conn read EOF
+        self._bio_eof = False    # ... and OpenSSL was told (see _fill)
         self._rec_left = 0       # ciphertext bytes left in the current record
+        self._rec_len = 0        # the current record's length, header included
         self._hdr = b""          # a record header split across reads
         self._full = False       # the last read filled its buffer: more is likely queued
         self._plain: Optional[memoryview] = None  # plaintext taken out of OpenSSL by close_write
@@ -385,7 +390,7 @@ class TLSConn:
         # Follow the record framing of the ciphertext fed to OpenSSL, which
         # swallows partial records: at a TCP EOF it is the only way to tell
         # a record boundary (EOF) from a cut record (an error).
-        i, left, hdr = 0, self._rec_left, self._hdr
+        i, left, hdr, rlen = 0, self._rec_left, self._hdr, self._rec_len
         while i < n:
             if left:
                 step = left if left < n - i else n - i
@@ -393,6 +398,7 @@ class TLSConn:
                 left -= step
             elif not hdr and n - i >= _RECORD_HEADER:
                 left = (data[i + 3] << 8) | data[i + 4]
+                rlen = left + _RECORD_HEADER
                 i += _RECORD_HEADER
             else:
                 take = min(_RECORD_HEADER - len(hdr), n - i)
@@ -400,7 +406,18 @@ class TLSConn:
                 i += take
                 if len(hdr) == _RECORD_HEADER:
                     left, hdr = (hdr[3] << 8) | hdr[4], b""
-        self._rec_left, self._hdr = left, hdr
+                    rlen = left + _RECORD_HEADER
+        self._rec_left, self._hdr, self._rec_len = left, hdr, rlen
+
+    def _partial(self) -> int:
+        # Bytes fed of a record not complete yet: an incoming BIO holding no
+        # more than these holds no whole record, and a read would raise.
+        # A length over TLS's limit is OpenSSL's to reject, at once.
+        if self._hdr:
+            return len(self._hdr)
+        if not self._rec_left or self._rec_len > _MAX_RECORD:
+            return 0
+        return self._rec_len - self._rec_left
 
     async def _fill(self) -> None:
         # Read some ciphertext into the incoming BIO (EOF: write_eof).
@@ -423,6 +440,7 @@ class TLSConn:
                 # EOF and can still send close_notify. _read returns 0.
                 if not self._hs_done or self._rec_left or self._hdr:
                     self._in.write_eof()
+                    self._bio_eof = True
         finally:
             if len(_pool) < _POOL_MAX:
                 _pool.append(buf)
@@ -544,7 +562,7 @@ class TLSConn:
         the bytes that woke it can be part of a record."""
         if not self._hs_done:
             await self.handshake()
-        if (self._plain is not None or self._obj.pending() or self._in.pending or self._eof
+        if (self._plain is not None or self._obj.pending() or self._in.pending > self._partial() or self._eof
                 or self._rerr is not None or self._closed):
             return
         await self._conn.wait_readable()
@@ -566,8 +584,9 @@ class TLSConn:
         obj = self._obj
         while True:
             # A read that finds nothing raises, which costs as much as the
-            # read: skip it when OpenSSL has no plaintext and no ciphertext.
-            if obj.pending() or self._in.pending or self._in.eof:
+            # read: skip it when OpenSSL has no plaintext and the BIO no
+            # whole record.
+            if obj.pending() or self._in.pending > self._partial() or self._bio_eof:
                 try:
                     n = obj.read(size, buf)
                 except ssl.SSLWantReadError:
