@@ -352,7 +352,7 @@ class TLSConn:
         self._rec_left = 0       # ciphertext bytes left in the current record
         self._rec_len = 0        # the current record's length, header included
         self._hdr = b""          # a record header split across reads
-        self._full = False       # the last read filled its buffer: more is likely queued
+        self._full = False       # read without waiting first: more is likely queued
         self._plain: Optional[memoryview] = None  # plaintext taken out of OpenSSL by close_write
         self._wdl: Optional[float] = None
 
@@ -566,6 +566,7 @@ class TLSConn:
                 or self._rerr is not None or self._closed):
             return
         await self._conn.wait_readable()
+        self._full = True  # the next _fill reads at once: this wait was its wait
 
     async def _read(self, buf: Any) -> int:
         if self._closed:

@@ -34,6 +34,7 @@ import json
 import os
 import shutil
 import subprocess
+import statistics
 import sys
 import tempfile
 import time
@@ -435,38 +436,64 @@ def _idle_rss(srv: Any, n: int) -> dict:
             "kb_per_conn": (after - before) / n}
 
 
+def _summary(runs: list[dict]) -> dict:
+    """Medians over the rounds of one measurement (runs with errors count
+    as errors)."""
+    ok = [r for r in runs if "error" not in r and r.get("events")]
+    if not ok:
+        return runs[-1] if runs else {}
+    med = statistics.median
+    return {"per_s": med(r["per_s"] for r in ok),
+            "us_per_event": med(r["server_cpu_s"] / r["events"] * 1e6 for r in ok),
+            "loadgen_cpu": med(r["loadgen_cpu_s"] / r["window_s"] for r in ok),
+            "events": sum(r["events"] for r in ok), "errors": sum(r.get("errors", 0) for r in ok),
+            "rounds": len(ok)}
+
+
 def run_tls(conns: int = 64, warmup: float = 0.5, duration: float = 2.0, idle: int = 1000,
             servers: Optional[list[str]] = None, backend: Optional[str] = None,
-            handshake_conns: int = 16) -> dict:
+            handshake_conns: int = 16, rounds: int = 3) -> dict:
+    """Every measurement for every server, the servers alternating within
+    each round; medians over the rounds."""
     from netpoll._tlscert import _with_cryptography, _with_openssl
     from netpoll.benchmark.runner import Running, machine
 
     go_binary()  # fail early, with the reason
     results: dict = {"config": {"conns": conns, "warmup": warmup, "duration": duration, "idle": idle,
-                                "handshake_conns": handshake_conns},
+                                "handshake_conns": handshake_conns, "rounds": rounds},
                      "machine": machine(), "servers": []}
+    kinds = ("echo_64", "echo_16384", "handshake")
     with tempfile.TemporaryDirectory(prefix="netpoll-tls-bench-") as tmp:
         cert, key = os.path.join(tmp, "cert.pem"), os.path.join(tmp, "key.pem")
         if not (_with_cryptography(cert, key, "localhost") or _with_openssl(cert, key, "localhost")):
             raise RuntimeError("no certificate can be made: install cryptography or openssl")
+        todo = []
         for s in _servers(cert, key, servers, backend):
-            row: dict = {"name": s.name, "label": s.label}
+            row: dict = {"name": s.name, "label": s.label, "runs": {k: [] for k in kinds}}
             results["servers"].append(row)
             if s.skip:
                 row["skip"] = s.skip
-                continue
-            print(f"  {s.label} ...", file=sys.stderr, flush=True)
-            with Running(s) as srv:
-                row["what"] = s.what
-                t = warmup + duration + 60
-                for size in (64, 16384):
-                    row[f"echo_{size}"] = _go(["echo", srv.addr, str(conns), str(size), str(warmup),
-                                               str(duration), str(srv.pid)], t)
-                row["handshake"] = _go(["handshake", srv.addr, str(handshake_conns), str(warmup),
-                                        str(duration), str(srv.pid)], t)
+            else:
+                todo.append((s, row))
+        t = warmup + duration + 60
+        for rnd in range(rounds):
+            for s, row in todo:
+                print(f"  round {rnd + 1}/{rounds}: {s.label} ...", file=sys.stderr, flush=True)
+                with Running(s) as srv:
+                    row["what"] = s.what
+                    for size in (64, 16384):
+                        row["runs"][f"echo_{size}"].append(_go(
+                            ["echo", srv.addr, str(conns), str(size), str(warmup), str(duration),
+                             str(srv.pid)], t))
+                    row["runs"]["handshake"].append(_go(
+                        ["handshake", srv.addr, str(handshake_conns), str(warmup), str(duration),
+                         str(srv.pid)], t))
+        for s, row in todo:
+            for k in kinds:
+                row[k] = _summary(row["runs"][k])
             if idle:
-                # A fresh process: memory freed by the runs above would
-                # otherwise absorb the idle conns' allocations.
+                # A fresh process, so that memory freed by earlier runs does
+                # not absorb the idle conns' allocations.
                 with Running(s) as srv:
                     row["idle"] = _idle_rss(srv, idle)
     return results
@@ -495,14 +522,10 @@ def table(result: dict, markdown: bool = False) -> str:
         for k in ("echo_64", "echo_16384", "handshake"):
             e = r.get(k, {})
             cells.append(_cell(e, "per_s", ",.0f"))
-            if e and "error" not in e and e.get("events"):
-                cells.append(f"{e['server_cpu_s'] / e['events'] * 1e6:.1f}")
-            else:
-                cells.append("-")
+            cells.append(_cell(e, "us_per_event", ".1f"))
         cells.append(_cell(r.get("idle", {}), "kb_per_conn", ".1f"))
-        lg = [r.get(k, {}).get("loadgen_cpu_s", 0) / max(r.get(k, {}).get("window_s", 1), 1e-9)
-              for k in ("echo_64", "echo_16384") if "error" not in r.get(k, {"error": 1})]
-        cells.append(" / ".join(f"{x:.0%}" for x in lg) or "-")
+        cells.append(" / ".join(f"{r[k]['loadgen_cpu']:.0%}" for k in ("echo_64", "echo_16384")
+                                if "loadgen_cpu" in r.get(k, {})) or "-")
         rows.append(cells)
     out = [render(headers, rows, markdown, right=set(range(1, len(headers))))]
     np_, uv, aio = by.get("netpoll"), by.get("uvloop"), by.get("asyncio")
@@ -514,10 +537,7 @@ def table(result: dict, markdown: bool = False) -> str:
             return None
 
     def cpu(r, k):
-        try:
-            return r[k]["server_cpu_s"] / r[k]["events"]
-        except (KeyError, TypeError, ZeroDivisionError):
-            return None
+        return r.get(k, {}).get("us_per_event")
 
     lines = []
     if np_ and "skip" not in np_:
@@ -531,7 +551,7 @@ def table(result: dict, markdown: bool = False) -> str:
             if uv and "skip" not in uv:
                 a, b = cpu(np_, k), cpu(uv, k)
                 if a and b:
-                    lines.append(f"server CPU/msg {what}: netpoll {a * 1e6:.1f} us vs uvloop {b * 1e6:.1f} us "
+                    lines.append(f"server CPU/msg {what}: netpoll {a:.1f} us vs uvloop {b:.1f} us "
                                  f"(target <= uvloop: {'met' if a <= b else 'missed'} by {a / b:.2f}x)")
         if aio and "skip" not in aio:
             x = ratio(np_, aio, "handshake")
@@ -543,7 +563,8 @@ def table(result: dict, markdown: bool = False) -> str:
                              f"(target <= 0.33: {'met' if a / b <= 1 / 3 else 'missed'})")
             except (KeyError, TypeError, ZeroDivisionError):
                 pass
-    head = (f"TLS 1.3 echo, C={cfg['conns']}, warm-up {cfg['warmup']} s, {cfg['duration']} s measured; "
+    head = (f"TLS 1.3 echo, C={cfg['conns']}, warm-up {cfg['warmup']} s, {cfg['duration']} s measured, "
+            f"medians of {cfg['rounds']} alternating rounds; "
             f"handshakes from {cfg['handshake_conns']} dialers; RSS with {cfg['idle']} idle conns. "
             "us/msg: server CPU (utime+stime) per message.")
     return "\n".join([head, *out, *lines])
@@ -566,7 +587,9 @@ def main(argv: Optional[list[str]] = None) -> int:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--quick", action="store_true", help="shorter runs (0.3 s warm-up, 1 s measured, 300 idle)")
+    p.add_argument("--quick", action="store_true",
+                   help="one round of shorter runs (0.3 s warm-up, 1 s measured, 300 idle)")
+    p.add_argument("--rounds", type=int, default=None, help="alternating rounds (default 3)")
     p.add_argument("--conns", type=int, default=64)
     p.add_argument("--duration", type=float, default=None)
     p.add_argument("--warmup", type=float, default=None)
@@ -589,7 +612,8 @@ def run_from_args(args: argparse.Namespace) -> int:
     conns = args.conns[0] if isinstance(args.conns, list) else (args.conns or 64)
     want = [w.strip() for w in args.servers.split(",")] if args.servers else None
     try:
-        res = run_tls(conns, warm, dur, idle, want, getattr(args, "backend", None))
+        rounds = args.rounds or (1 if quick else 3)
+        res = run_tls(conns, warm, dur, idle, want, getattr(args, "backend", None), rounds=rounds)
     except build.BuildError as e:
         print(f"netpoll bench --tls: {e}", file=sys.stderr)
         return 1
