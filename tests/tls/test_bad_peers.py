@@ -14,7 +14,7 @@ import netpoll
 from netpoll import net, tls
 from netpoll.socktest import Switch
 
-from tlsutil import (CA, EXPIRED, OTHER_CA, PeerThread, client_ctx, read_all, read_full, run,
+from tlsutil import (EXPIRED, OTHER_CA, PeerThread, client_ctx, read_all, read_full, run,
                      server_ctx)
 
 

@@ -17,7 +17,7 @@ import pytest
 
 import netpoll
 from procutil import readline
-from tlsutil import CA, client_ctx, pem_files, tmpdir
+from tlsutil import client_ctx, pem_files, tmpdir
 
 pytest.importorskip("httptools", reason="examples/http_hello.py parses requests with httptools")
 

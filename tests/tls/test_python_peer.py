@@ -13,7 +13,7 @@ import pytest
 import netpoll
 from netpoll import tls
 
-from tlsutil import (CA, CLIENT_CERT, PeerThread, client_ctx, pattern, read_all, read_full,
+from tlsutil import (CLIENT_CERT, PeerThread, client_ctx, pattern, read_all, read_full,
                      recv_all, run, server_ctx, sha)
 
 VERSIONS = [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3]

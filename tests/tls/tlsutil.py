@@ -18,7 +18,7 @@ from typing import Any, Callable, Optional
 import pytest
 
 import netpoll
-from netpoll import net, tls
+from netpoll import tls
 
 trustme = pytest.importorskip("trustme", reason="the TLS tests make their certificates with trustme (pip install trustme)")
 
