@@ -343,3 +343,48 @@ def test_wait_readable_sees_buffered_plaintext(backend_name):
             assert await read_full(c, 1) == b"x"
 
     run(backend_name, main)
+
+
+def test_close_with_a_write_in_flight_skips_close_notify(backend_name):
+    # Go's rule: close() during a write breaks the conn at once; the peer
+    # never reads a clean EOF, since the alert would follow half a record.
+    async def main():
+        ln, c, s = await tls_pair()
+        with ln, s:
+            w = netpoll.go(c.write(b"q" * (32 << 20)))   # parks: nobody reads yet
+            await netpoll.sleep(0.1)
+            c.close()
+            with pytest.raises(netpoll.ClosedError):
+                await w
+            s.set_read_deadline(netpoll.now() + 10)
+            with pytest.raises((tls.TLSError, ConnectionResetError)) as ei:
+                await read_all(s)
+            if isinstance(ei.value, tls.TLSError):
+                assert ei.value.kind in ("unexpected EOF", "bad record")
+
+    run(backend_name, main)
+
+
+def test_concurrent_first_read_and_write_share_one_handshake(backend_name):
+    async def main():
+        ln = tls.listen("tcp", "127.0.0.1:0", server_ctx())
+        with ln:
+            async def echo_once():
+                s = await ln.accept()
+                with s:
+                    await s.write(await read_full(s, 4))
+                    assert await s.read(bytearray(1)) == 0
+
+            srv = netpoll.go(echo_once())
+            conn = await net.dial("tcp", ln.addr)
+            c = tls.client(conn, client_ctx(), server_name="localhost")
+            with c:
+                r = netpoll.go(read_full(c, 4))    # both start the handshake ...
+                w = netpoll.go(c.write(b"ping"))   # ... which runs once
+                assert await w == 4
+                assert await r == b"ping"
+                assert c.connection_state().handshake_complete
+                await c.close_write()
+            await srv
+
+    run(backend_name, main)
