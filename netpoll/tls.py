@@ -549,11 +549,15 @@ class TLSConn:
         """Read plaintext into a writable buffer; 0 at EOF (see the class)."""
         if not self._hs_done:
             await self.handshake()
-        await self._rlock.acquire()
+        lock = self._rlock
+        if lock.held:
+            await lock.acquire()
+        else:
+            lock.held = True  # uncontended: no coroutine for the lock
         try:
             return await self._read(buf)
         finally:
-            self._rlock.release()
+            lock.release()
 
     async def wait_readable(self) -> None:
         """Park until a read is likely to find plaintext, EOF or an error,
@@ -638,12 +642,16 @@ class TLSConn:
         if not n:
             self._check_write()
             return 0
-        await self._wlock.acquire()
+        lock = self._wlock
+        if lock.held:
+            await lock.acquire()
+        else:
+            lock.held = True
         try:
             self._check_write()
             await self._encrypt(mv)
         finally:
-            self._wlock.release()
+            lock.release()
         return n
 
     async def _encrypt(self, mv: memoryview) -> None:
