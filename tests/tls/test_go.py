@@ -63,8 +63,13 @@ class GoProc:
         return [ln.strip() for ln in self.lines]
 
     def stop(self) -> None:
-        kill(self.p)
+        # The pump thread reads stdout until the process is gone; close the
+        # pipe only after it has finished.
+        if self.p.poll() is None:
+            self.p.kill()
+        self.p.wait(WAIT)
         self._t.join(WAIT)
+        kill(self.p)
 
 
 def states(lines: list[str]) -> list[dict]:

@@ -63,8 +63,13 @@ class SServer:
         raise AssertionError(f"s_server never printed {text!r}:\n{self.output()}")
 
     def stop(self) -> None:
-        kill(self.p)
+        # The pump thread reads stdout until the process is gone; close the
+        # pipe only after it has finished.
+        if self.p.poll() is None:
+            self.p.kill()
+        self.p.wait(WAIT)
         self._t.join(WAIT)
+        kill(self.p)
 
 
 @pytest.mark.parametrize("ver", list(VERSIONS))
