@@ -13,8 +13,7 @@ import sys
 import pytest
 
 import netpoll
-from procutil import readline
-from tlsutil import client_ctx, pem_files, tmpdir
+from tlsutil import client_ctx, pem_files, readline, tmpdir
 
 
 def start(backend_name: str, *args: str) -> tuple[subprocess.Popen, int]:

@@ -16,8 +16,7 @@ from pathlib import Path
 import pytest
 
 import netpoll
-from procutil import readline
-from tlsutil import client_ctx, pem_files, tmpdir
+from tlsutil import client_ctx, pem_files, readline, tmpdir
 
 pytest.importorskip("httptools", reason="examples/http_hello.py parses requests with httptools")
 

@@ -13,6 +13,7 @@ import ssl
 import subprocess
 import tempfile
 import threading
+import time
 from typing import Any, Callable, Optional
 
 import pytest
@@ -201,3 +202,22 @@ def kill(p: subprocess.Popen) -> None:
     for f in (p.stdin, p.stdout, p.stderr):
         if f is not None:
             f.close()
+
+
+def readline(proc: subprocess.Popen, timeout: float) -> str:
+    """The first line a started program prints on stdout, waiting at most
+    ``timeout`` seconds ("" if it printed none)."""
+    import select
+
+    fd = proc.stdout.fileno()
+    buf = b""
+    end = time.monotonic() + timeout
+    while not buf.endswith(b"\n"):
+        left = end - time.monotonic()
+        if left <= 0 or not select.select([fd], [], [], left)[0]:
+            break
+        chunk = os.read(fd, 1)
+        if not chunk:
+            break
+        buf += chunk
+    return buf.decode(errors="replace")
