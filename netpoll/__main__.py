@@ -43,20 +43,42 @@ def cmd_echo(args: argparse.Namespace) -> int:
         print(f"python -m netpoll echo: {e}", file=sys.stderr)
         return 2
 
+    ssl_ctx = None
+    if args.tls is not None:
+        from netpoll import tls
+        from netpoll._tlscert import server_context
+
+        if len(args.tls) > 2:
+            print("python -m netpoll echo: --tls takes CERT [KEY], or nothing for a throwaway certificate",
+                  file=sys.stderr)
+            return 2
+        try:
+            ssl_ctx = server_context(*args.tls)
+        except (OSError, RuntimeError) as e:
+            print(f"python -m netpoll echo: --tls: {e}", file=sys.stderr)
+            return 1
+
     async def handle(conn):
         buf = bytearray(65536)
         mv = memoryview(buf)
         try:
             with conn:
+                if ssl_ctx is not None:  # a client that stalls the handshake is dropped
+                    conn.set_read_deadline(netpoll.now() + 10)
+                    await conn.handshake()
+                    conn.set_read_deadline(None)
                 while n := await conn.read(buf):
                     await conn.write(mv[:n])
         except OSError:
             pass  # a reset, a broken pipe: this connection only
 
     async def main():
-        ln = net.listen("tcp", (args.host, args.port))
+        ln = net.listen("tcp", (args.host, args.port)) if ssl_ctx is None else \
+            tls.listen("tcp", (args.host, args.port), ssl_ctx)
         try:
-            print(f"netpoll echo server listening on {ln.addr} (backend {backend}); Ctrl-C to stop", flush=True)
+            over = " over TLS" if ssl_ctx is not None else ""
+            print(f"netpoll echo server listening on {ln.addr} (backend {backend}){over}; Ctrl-C to stop",
+                  flush=True)
             while True:
                 try:
                     conn = await ln.accept()
@@ -106,6 +128,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     if args.instructions:
         return cmd_bench_instructions(args)
+    if args.tls:
+        from netpoll.benchmark import tls_bench
+
+        return tls_bench.run_from_args(args)
+
     given_conns, given_rounds = args.conns, args.rounds
     preset = QUICK if args.quick else FULL
     for k, v in preset.items():
@@ -201,6 +228,9 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     e.add_argument("--port", type=int, default=7007, help="port (default 7007; 0 picks a free one)")
     e.add_argument("--backend", default=None, help="netpoll backend (default: NETPOLL_BACKEND or the best)")
+    e.add_argument("--tls", nargs="*", metavar="CERT KEY", default=None,
+                   help="serve TLS (netpoll.tls) with this certificate and key, or a throwaway "
+                        "self-signed certificate for localhost when none is given")
 
     b = sub.add_parser(
         "bench", help="the echo benchmark against asyncio, uvloop, trio, gevent, selectors and Go",
@@ -256,6 +286,10 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--callgrind-dir", default=None, metavar="DIR",
                    help="--instructions: keep the callgrind output files in DIR")
     b.add_argument("--active", type=int, default=64, help="active connections for --idle (default 64)")
+    b.add_argument("--tls", action="store_true",
+                   help="instead: the TLS benchmark (netpoll.tls vs asyncio+ssl, uvloop+ssl, Go crypto/tls): "
+                        "echo at 64 B and 16 KiB, handshakes/s, RSS per idle TLS conn; needs go "
+                        "(netpoll/benchmark/tls_bench.py)")
     b.add_argument("--netpoll-bufsize", type=int, default=65536,
                    help="the netpoll servers' per-connection read buffer (default 65536)")
     return p
