@@ -210,6 +210,9 @@ cdef class FD:
 
     def close(self):
         """Evict and close; the OS descriptor closes when the last operation leaves."""
+        if self.sched.foreign():
+            # From another thread: the owning runtime performs it.
+            return self.sched.call_threadsafe(FD.close, self)
         if self.fdclosed:
             raise _closing()
         self.fdclosed = True
@@ -233,6 +236,8 @@ cdef class FD:
 
     def set_deadline(self, t, mode="rw"):
         """Deadline for pending and future operations; see deadline_ns."""
+        if self.sched.foreign():
+            return self.sched.call_threadsafe(FD.set_deadline, self, t, mode)
         cdef int64_t d = deadline_ns(t)
         self.incref()
         try:
