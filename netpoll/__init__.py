@@ -20,7 +20,8 @@ from netpoll.errors import (BackendError, ClosedError, DeadlineExceededError,
                             DeadlockError, NetpollError, NotPollableError)
 from netpoll.runtime import (current_runtime, go, go_threadsafe, now, run,
                              sleep, to_thread)
-from netpoll.sync import Chan, ChannelClosed, Event, WaitGroup
+from netpoll.sync import Chan, ChannelClosed, Event, Mutex, Once, WaitGroup, select
+from netpoll.timer import Ticker, Timer, after
 
 __version__ = "0.1.0"
 
@@ -40,7 +41,8 @@ except BackendError as _e:
 __all__ = [
     "BACKEND", "available_backends", "backend_class",
     "run", "go", "sleep", "now", "to_thread", "current_runtime", "go_threadsafe",
-    "Chan", "ChannelClosed", "Event", "WaitGroup",
+    "Chan", "ChannelClosed", "Event", "WaitGroup", "select", "Mutex", "Once",
+    "after", "Timer", "Ticker",
     "BackendError", "ClosedError", "DeadlineExceededError", "DeadlockError",
     "NetpollError", "NotPollableError",
 ]

@@ -27,11 +27,12 @@ cdef class Sched:
     cdef list injected              # (g, value, exc) or coroutines from threads
     cdef Py_ssize_t external        # thread hand-offs in flight
     cdef unsigned long owner        # thread ident of the thread in run()
-    cdef bint running               # run() is on; guarded by lock when cleared
+    cdef readonly bint running      # run() is on; cleared under lock
     cdef bint inpoll                # inside a blocking backend.netpoll
     cdef object sigpd               # PollDesc of the signal wakeup pipe, or None
     cdef int sigr, sigw
     cdef bint sigparked             # the signal pipe waits in the poller
+    cdef list exitfns               # at_exit callbacks
     cdef dict unobserved            # weakref(G) -> exception nobody received yet
     cdef list lost                  # exceptions whose goroutine handle was dropped
     cdef int runqput(self, G g) except -1

@@ -293,6 +293,7 @@ cdef class Sched:
         self.allgs = set()
         self.lock = _threading.Lock()
         self.injected = []
+        self.exitfns = []
         self.unobserved = {}
         self.lost = []
 
@@ -645,6 +646,9 @@ cdef class Sched:
             self.sigclose()
         finally:
             self.backend.close()
+        fns, self.exitfns = self.exitfns, []
+        for fn in fns:
+            fn()
 
     def pollopen(self, int fd):
         """Register ``fd`` with this runtime's poller and timers."""
@@ -697,6 +701,11 @@ cdef class Sched:
     def foreign(self):
         """Whether the calling thread is not the one running this runtime."""
         return self.running and PyThread_get_thread_ident() != self.owner
+
+    def at_exit(self, fn):
+        """Call ``fn()`` once run() has ended (netpoll.signal restores the
+        handlers it installed for this runtime)."""
+        self.exitfns.append(fn)
 
     def hold(self):
         """Keep run() from reporting a deadlock while another thread will hand
@@ -757,6 +766,11 @@ cdef class Hold:
 def current():
     """The runtime running in this thread (its Sched)."""
     return getsched()
+
+
+def current_or_none():
+    """The runtime running in this thread, or None."""
+    return getattr(_tls, "sched", None)
 
 
 def running():
