@@ -21,9 +21,10 @@ the main thread the runtime points signal.set_wakeup_fd at a pipe registered
 with its poller, so every signal makes netpoll return and the handlers run.
 """
 
+cimport cython
 from cpython.exc cimport PyErr_CheckSignals
-from cpython.object cimport PyObject
-from cpython.ref cimport Py_XDECREF
+from cpython.object cimport PyObject, PyTypeObject
+from cpython.ref cimport Py_INCREF, Py_XDECREF
 from libc.stdint cimport int64_t
 
 import os as _os
@@ -50,8 +51,21 @@ cdef extern from "Python.h":
 cdef object _tls = _threading.local()
 
 
+# The runtime that started last and its thread: a lookup that skips the
+# thread-local when the caller is that thread (the common, single-runtime
+# case); any other thread reads the thread-local.
+cdef Sched _last = None
+cdef unsigned long _last_owner = 0
+
+
+cdef inline object cursched():
+    if _last is not None and PyThread_get_thread_ident() == _last_owner:
+        return _last
+    return getattr(_tls, "sched", None)
+
+
 cdef Sched getsched():
-    cdef object s = getattr(_tls, "sched", None)
+    cdef object s = cursched()
     if s is None:
         raise RuntimeError("no netpoll runtime is running in this thread (use netpoll.run)")
     return <Sched>s
@@ -148,10 +162,14 @@ cdef class _Sleep(Park):
 
 cdef class _Call(Park):
     # Park with a Python commit function: the sync primitives use it. The
-    # value a waker passes to ready(g, value) is what the await returns.
+    # value a waker passes to ready(g, value) is what the await returns;
+    # the am_send slot (_call_send) hands it back without a StopIteration.
     cdef object fn
     cdef object cancel
     cdef bint parked
+
+    def __await__(self):
+        return self
 
     def __next__(self):
         return self.send(None)
@@ -170,6 +188,94 @@ cdef class _Call(Park):
 
     cdef bint commit(self, object g) except -1:
         return bool(self.fn(g))
+
+
+@cython.freelist(64)
+cdef class Sudog:
+    """A goroutine parked on a channel (Go's sudog): netpoll.sync's queues
+    hold these. In a select, ``sel`` is the list of the select's sudogs and
+    ``idx`` this case's index; ``live`` drops once it is taken or cancelled."""
+    cdef public object g
+    cdef public object value
+    cdef public object ch
+    cdef public object sel
+    cdef public Py_ssize_t idx
+    cdef public bint live
+
+    def __cinit__(self, ch, value, sel, Py_ssize_t idx):
+        self.ch = ch
+        self.value = value
+        self.sel = sel
+        self.idx = idx
+        self.live = True
+
+
+cdef class _Enqueue(_Call):
+    # The channels' park: the goroutine becomes sd.g and sd joins queue q;
+    # a closed goroutine calls cancel(sd). No closure per park.
+    cdef object q
+    cdef Sudog sd
+
+    def __await__(self):
+        return self
+
+    def close(self):
+        if self.parked and self.cancel is not None:
+            self.cancel(self.sd)
+        self.parked = False
+
+    cdef bint commit(self, object g) except -1:
+        (<Sudog>self.sd).g = g
+        self.q.append(self.sd)
+        return True
+
+
+cdef int _call_send(PyObject *o, PyObject *arg, PyObject **res) except -1:
+    # am_send (PySendResult: 1 next, 0 return): the first send parks (yields
+    # the Park itself), the second returns the waker's value.
+    cdef _Call c = <_Call>o
+    cdef object v
+    if c.parked:
+        c.parked = False
+        v = <object>arg if arg != NULL else None
+        Py_INCREF(v)
+        res[0] = <PyObject *>v
+        return 0
+    c.parked = True
+    Py_INCREF(c)
+    res[0] = <PyObject *>c
+    return 1
+
+
+cdef extern from *:
+    """
+    typedef int (*__netpoll_sched_sendfunc)(PyObject *, PyObject *, PyObject **);
+    static int __netpoll_sched_set_am_send(PyTypeObject *t, __netpoll_sched_sendfunc f) {
+        if (t->tp_as_async == NULL || (t->tp_base && t->tp_as_async == t->tp_base->tp_as_async)) {
+            PyErr_SetString(PyExc_SystemError, "type has no async slot table of its own");
+            return -1;
+        }
+        t->tp_as_async->am_send = (sendfunc)f;
+        PyType_Modified(t);
+        return 0;
+    }
+    """
+    ctypedef int (*__netpoll_sched_sendfunc)(PyObject *, PyObject *, PyObject **) except -1
+    int __netpoll_sched_set_am_send(PyTypeObject *t, __netpoll_sched_sendfunc f) except -1
+
+
+def park_enqueue(q, sd, cancel):
+    """Park the calling goroutine as ``sd.g`` on queue ``q`` (a channel's
+    sudog); ``cancel(sd)`` runs if the parked goroutine is closed."""
+    cdef _Enqueue c = _Enqueue.__new__(_Enqueue)
+    c.q = q
+    c.sd = sd
+    c.cancel = cancel
+    return c
+
+
+__netpoll_sched_set_am_send(<PyTypeObject *>_Call, _call_send)
+__netpoll_sched_set_am_send(<PyTypeObject *>_Enqueue, _call_send)
 
 
 def park(commit, cancel=None):
@@ -545,9 +651,12 @@ cdef class Sched:
         cdef int64_t delay, now, next_when
         cdef list to_run
         cdef Backend backend = self.backend
+        global _last, _last_owner
         _tls.sched = self
         self.owner = PyThread_get_thread_ident()
         self.running = True
+        _last = self
+        _last_owner = self.owner
         try:
             self.siginit()
             while not main.done:
@@ -600,6 +709,8 @@ cdef class Sched:
                     self.injectglist()
         finally:
             _tls.sched = None
+            if _last is self:
+                _last = None
             self.shutdown(main)
         if self.lost:
             raise self.lost[0]
@@ -770,7 +881,7 @@ def current():
 
 def current_or_none():
     """The runtime running in this thread, or None."""
-    return getattr(_tls, "sched", None)
+    return cursched()
 
 
 def running():

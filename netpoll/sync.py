@@ -23,7 +23,7 @@ from collections import deque
 from typing import Any, AsyncIterator, Awaitable, Callable, Generic, Optional, TypeVar, Union
 
 from netpoll._sched import current_or_none as _cur
-from netpoll._sched import park, ready
+from netpoll._sched import Sudog, park, park_enqueue, ready
 from netpoll.errors import NetpollError
 
 T = TypeVar("T")
@@ -39,18 +39,7 @@ _CLOSED = object()
 _COMPACT = 64  # dead sudogs a channel tolerates before compacting its queues
 
 
-class _Sudog:
-    # A goroutine parked on one channel: in a select, `sel` is the list of
-    # the select's sudogs and `idx` this case's index.
-    __slots__ = ("g", "value", "ch", "sel", "idx", "live")
-
-    def __init__(self, ch: "Chan[Any]", value: Any, sel: Optional[list["_Sudog"]], idx: int) -> None:
-        self.g: Any = None
-        self.value = value
-        self.ch = ch
-        self.sel = sel
-        self.idx = idx
-        self.live = True
+_Sudog = Sudog
 
 
 def _kill(sd: _Sudog) -> None:
@@ -60,6 +49,12 @@ def _kill(sd: _Sudog) -> None:
     ch._ndead += 1
     if ch._ndead > _COMPACT:
         ch._compact()
+
+
+def _cancel(sd: _Sudog) -> None:
+    # A goroutine closed while parked on a plain send or receive.
+    if sd.live:
+        _kill(sd)
 
 
 def _claim(sd: _Sudog) -> None:
@@ -95,19 +90,21 @@ def _waiting(q: Optional[deque[_Sudog]]) -> bool:
 
 def _hand_recv(sd: _Sudog, value: Any, ok: bool) -> None:
     # Complete a parked receive with (value, ok).
-    _claim(sd)
     if sd.sel is None:
+        sd.live = False
         ready(sd.g, (value, ok))
     else:
+        _claim(sd)
         ready(sd.g, (sd.idx, value, ok))
 
 
 def _hand_send(sd: _Sudog, closed: bool) -> None:
     # Complete a parked send: its value was taken, or the channel closed.
-    _claim(sd)
     if sd.sel is None:
+        sd.live = False
         ready(sd.g, _CLOSED if closed else True)
     else:
+        _claim(sd)
         ready(sd.g, (sd.idx, _CLOSED if closed else None, not closed))
 
 
@@ -171,10 +168,17 @@ class Chan(Generic[T]):
             self._bind(rt)
         if self.closed:
             raise ChannelClosed("send on closed channel")
-        sd = _take(self._recvq)
-        if sd is not None:
-            _hand_recv(sd, value, True)
-            return
+        q = self._recvq
+        while q:
+            sd = q.popleft()
+            if sd.live:
+                if sd.sel is None:
+                    sd.live = False
+                    ready(sd.g, (value, True))
+                else:
+                    _hand_recv(sd, value, True)
+                return
+            self._ndead -= 1
         if self.cap:
             buf = self._buf
             if buf is None:
@@ -182,21 +186,10 @@ class Chan(Generic[T]):
             if len(buf) < self.cap:
                 buf.append(value)
                 return
-        sd = _Sudog(self, value, None, 0)
-
-        def commit(g: Any) -> bool:
-            sd.g = g
-            q = self._sendq
-            if q is None:
-                q = self._sendq = deque()
-            q.append(sd)
-            return True
-
-        def cancel() -> None:
-            if sd.live:
-                _kill(sd)
-
-        if await park(commit, cancel) is _CLOSED:
+        q = self._sendq
+        if q is None:
+            q = self._sendq = deque()
+        if await park_enqueue(q, _Sudog(self, value, None, 0), _cancel) is _CLOSED:
             raise ChannelClosed("send on closed channel")
 
     def _offer(self, value: Any) -> bool:
@@ -225,10 +218,33 @@ class Chan(Generic[T]):
 
     async def recv(self) -> T:
         """The next value; raises ChannelClosed once closed and drained."""
-        value, ok = await self.recv2()
-        if not ok:
-            raise ChannelClosed("receive from closed channel")
-        return value
+        rt = _cur()
+        if rt is not self._rt:
+            self._bind(rt)
+        buf = self._buf
+        if buf:
+            value = buf.popleft()
+            sd = _take(self._sendq)
+            if sd is not None:
+                buf.append(sd.value)
+                _hand_send(sd, False)
+            return value
+        q = self._sendq
+        while q:
+            sd = q.popleft()
+            if sd.live:
+                if sd.sel is None:
+                    sd.live = False
+                    ready(sd.g, True)
+                else:
+                    _hand_send(sd, False)
+                return sd.value
+            self._ndead -= 1
+        if not self.closed:
+            value, ok = await self._park_recv()
+            if ok:
+                return value
+        raise ChannelClosed("receive from closed channel")
 
     async def recv2(self) -> tuple[Any, bool]:
         """Go's ``v, ok := <-ch``: (None, False) once closed and drained."""
@@ -249,21 +265,14 @@ class Chan(Generic[T]):
             return sd.value, True
         if self.closed:
             return None, False
-        sd = _Sudog(self, None, None, 0)
+        return await self._park_recv()
 
-        def commit(g: Any) -> bool:
-            sd.g = g
-            q = self._recvq
-            if q is None:
-                q = self._recvq = deque()
-            q.append(sd)
-            return True
-
-        def cancel() -> None:
-            if sd.live:
-                _kill(sd)
-
-        return await park(commit, cancel)
+    def _park_recv(self) -> Awaitable[tuple[Any, bool]]:
+        # Not a coroutine: the park itself is what recv and recv2 await.
+        q = self._recvq
+        if q is None:
+            q = self._recvq = deque()
+        return park_enqueue(q, _Sudog(self, None, None, 0), _cancel)
 
     def close(self) -> None:
         """Close: receivers drain the buffer, then get (None, False); parked
