@@ -270,3 +270,43 @@ def test_go_threadsafe_on_the_runtime(backend_name):
         return await ch.recv() == threading.get_ident()
 
     assert run(main(), backend_name) is True
+
+
+def test_call_soon_threadsafe_error_leaves_run(backend_name):
+    class Boom(Exception):
+        pass
+
+    def fail():
+        raise Boom("posted")
+
+    async def main():
+        rt = netpoll.current_runtime()
+        with rt.hold():
+            await netpoll.to_thread(rt.call_soon_threadsafe, fail)
+            await netpoll.Chan().recv()
+
+    with pytest.raises(Boom, match="posted"):
+        run(main(), backend_name)
+
+
+def test_channel_from_a_plain_thread_is_a_clear_error(backend_name):
+    async def main():
+        ch = netpoll.Chan()
+        h = netpoll.go(ch.recv2())
+        await netpoll.sleep(0)
+        errors = []
+
+        def close_here():
+            try:
+                ch.close()
+            except NetpollError as e:
+                errors.append(str(e))
+
+        await netpoll.to_thread(close_here)
+        # The way to do it: hand the close to the runtime.
+        await netpoll.to_thread(netpoll.current_runtime().call_soon_threadsafe, ch.close)
+        return errors, await h
+
+    errors, got = run(main(), backend_name)
+    assert len(errors) == 1 and "call_soon_threadsafe" in errors[0]
+    assert got == (None, False)
