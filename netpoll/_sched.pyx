@@ -433,10 +433,12 @@ cdef class Sched:
             if type(g) is G:
                 (<G>g).sendval = None
                 self.runqput(<G>g)
+            elif type(g) is RuntimeTimer:
+                (<RuntimeTimer>g).fn()
             elif g is self:
                 self.sigwake()
             else:
-                (<RuntimeTimer>g).fn()
+                raise NetpollError(f"netpoll: {g!r} is not a goroutine and cannot be made runnable")
         return 0
 
     cdef G newproc(self, object coro):
