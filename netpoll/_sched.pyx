@@ -230,6 +230,43 @@ cdef class _Enqueue(_Call):
         return True
 
 
+cdef class _EnqueueAll(_Call):
+    # A select's park: sudog sel[i] joins queue qs[i]; a closed goroutine
+    # calls cancel(sel).
+    cdef list qs
+    cdef list sel
+
+    def __await__(self):
+        return self
+
+    def close(self):
+        if self.parked and self.cancel is not None:
+            self.cancel(self.sel)
+        self.parked = False
+
+    cdef bint commit(self, object g) except -1:
+        cdef Py_ssize_t i
+        for i in range(len(self.sel)):
+            (<Sudog>self.sel[i]).g = g
+            self.qs[i].append(self.sel[i])
+        return True
+
+
+def park_enqueue_all(list qs, list sel, cancel):
+    """Park the calling goroutine on every ``sel[i]`` (sudogs sharing one
+    select), each in queue ``qs[i]``; ``cancel(sel)`` runs if it is closed."""
+    if len(qs) != len(sel):
+        raise ValueError("park_enqueue_all: one queue per sudog")
+    for sd in sel:
+        if type(sd) is not Sudog:
+            raise TypeError(f"park_enqueue_all: {sd!r} is not a Sudog")
+    cdef _EnqueueAll c = _EnqueueAll.__new__(_EnqueueAll)
+    c.qs = qs
+    c.sel = sel
+    c.cancel = cancel
+    return c
+
+
 cdef int _call_send(PyObject *o, PyObject *arg, PyObject **res) except -1:
     # am_send (PySendResult: 1 next, 0 return): the first send parks (yields
     # the Park itself), the second returns the waker's value.
@@ -276,6 +313,7 @@ def park_enqueue(q, sd, cancel):
 
 __netpoll_sched_set_am_send(<PyTypeObject *>_Call, _call_send)
 __netpoll_sched_set_am_send(<PyTypeObject *>_Enqueue, _call_send)
+__netpoll_sched_set_am_send(<PyTypeObject *>_EnqueueAll, _call_send)
 
 
 def park(commit, cancel=None):

@@ -23,7 +23,7 @@ from collections import deque
 from typing import Any, AsyncIterator, Awaitable, Callable, Generic, Optional, TypeVar, Union
 
 from netpoll._sched import current_or_none as _cur
-from netpoll._sched import Sudog, park, park_enqueue, ready
+from netpoll._sched import Sudog, park, park_enqueue, park_enqueue_all, ready
 from netpoll.errors import NetpollError
 
 T = TypeVar("T")
@@ -55,6 +55,13 @@ def _cancel(sd: _Sudog) -> None:
     # A goroutine closed while parked on a plain send or receive.
     if sd.live:
         _kill(sd)
+
+
+def _cancel_all(sel: list[_Sudog]) -> None:
+    # A goroutine closed while parked in a select.
+    for sd in sel:
+        if sd.live:
+            _kill(sd)
 
 
 def _claim(sd: _Sudog) -> None:
@@ -146,10 +153,12 @@ class Chan(Generic[T]):
             self._rt = rt
 
     def _compact(self) -> None:
-        if self._recvq:
-            self._recvq = deque(sd for sd in self._recvq if sd.live)
-        if self._sendq:
-            self._sendq = deque(sd for sd in self._sendq if sd.live)
+        # In place: a park about to commit may hold a queue.
+        for q in (self._recvq, self._sendq):
+            if q:
+                live = [sd for sd in q if sd.live]
+                q.clear()
+                q.extend(live)
         self._ndead = 0
 
     def recv_case(self) -> "_Case":
@@ -372,31 +381,21 @@ async def select(*cases: _Case, default: bool = False) -> tuple[int, Any, bool]:
         return chosen, None, False
     if default:
         return -1, None, False
-    sel: list[_Sudog] = [_Sudog(c.ch, c.value, None, i) for i, c in enumerate(cases)]
-    for sd in sel:
-        sd.sel = sel
-
-    def commit(g: Any) -> bool:
-        for sd, c in zip(sel, cases):
-            sd.g = g
-            ch = c.ch
-            if c.send:
-                q = ch._sendq
-                if q is None:
-                    q = ch._sendq = deque()
-            else:
-                q = ch._recvq
-                if q is None:
-                    q = ch._recvq = deque()
-            q.append(sd)
-        return True
-
-    def cancel() -> None:
-        for sd in sel:
-            if sd.live:
-                _kill(sd)
-
-    i, value, ok = await park(commit, cancel)
+    sel: list[_Sudog] = []
+    qs: list[deque[_Sudog]] = []
+    for i, c in enumerate(cases):
+        ch = c.ch
+        sel.append(_Sudog(ch, c.value, sel, i))
+        if c.send:
+            q = ch._sendq
+            if q is None:
+                q = ch._sendq = deque()
+        else:
+            q = ch._recvq
+            if q is None:
+                q = ch._recvq = deque()
+        qs.append(q)
+    i, value, ok = await park_enqueue_all(qs, sel, _cancel_all)
     if value is _CLOSED:
         raise ChannelClosed("send on closed channel")
     return i, value, ok
