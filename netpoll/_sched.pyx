@@ -531,6 +531,12 @@ cdef class Sched:
                     "netpoll: a descriptor of another runtime was awaited; it can be used only "
                     "by goroutines of the runtime that opened it")
                 self.runqput(g)
+            elif type(v) is _Join and (<_Join>v).g.sched is not self:
+                (<_Join>v).parked = False
+                g.throwval = NetpollError(
+                    "netpoll: a goroutine of another runtime was awaited; hand its result over "
+                    "with a channel and rt.call_soon_threadsafe")
+                self.runqput(g)
             elif not (<Park>v).commit(g):
                 self.runqput(g)
         else:

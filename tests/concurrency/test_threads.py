@@ -310,3 +310,33 @@ def test_channel_from_a_plain_thread_is_a_clear_error(backend_name):
     errors, got = run(main(), backend_name)
     assert len(errors) == 1 and "call_soon_threadsafe" in errors[0]
     assert got == (None, False)
+
+
+def test_goroutine_of_another_runtime_cannot_be_awaited(backend_name):
+    box = {}
+    ready = threading.Event()
+
+    async def owner():
+        rt = netpoll.current_runtime()
+        box["rt"] = rt
+        box["stop"] = netpoll.Chan()
+        box["h"] = netpoll.go(box["stop"].recv2())
+        with rt.hold():
+            ready.set()
+            await box["h"]
+
+    t = threading.Thread(target=lambda: netpoll.run(owner(), backend=backend_name))
+    t.start()
+    assert ready.wait(5)
+
+    async def main():
+        with pytest.raises(NetpollError, match="goroutine of another runtime"):
+            await box["h"]
+        return "error"
+
+    try:
+        assert run(main(), backend_name) == "error"
+    finally:
+        box["rt"].call_soon_threadsafe(box["stop"].close)
+        t.join(5)
+    assert not t.is_alive()
