@@ -824,6 +824,8 @@ cdef class Sched:
         try:
             self.inject(coro)
         except RuntimeError:
+            # As run(backend="nope") does: the coroutine will never run.
+            coro.close()
             raise RuntimeError("go_threadsafe: the runtime has ended") from None
 
     def call_soon_threadsafe(self, fn, *args):
