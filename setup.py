@@ -32,6 +32,7 @@ extensions = [
     ext("netpoll._netpoll", "netpoll/_netpoll.pyx"),
     ext("netpoll._sched", "netpoll/_sched.pyx"),
     ext("netpoll._fd", "netpoll/_fd.pyx"),
+    ext("netpoll.aio._core", "netpoll/aio/_core.pyx"),
     ext("netpoll.backends.poll", "backends/poll.pyx"),
     ext("netpoll.backends.select", "backends/select.pyx"),
 ]

@@ -104,6 +104,8 @@ def _conns(s: str) -> list[int]:
 def cmd_bench(args: argparse.Namespace) -> int:
     from netpoll.benchmark import build, runner
 
+    if args.instructions:
+        return cmd_bench_instructions(args)
     given_conns, given_rounds = args.conns, args.rounds
     preset = QUICK if args.quick else FULL
     for k, v in preset.items():
@@ -154,6 +156,33 @@ def cmd_bench(args: argparse.Namespace) -> int:
         with open(args.json, "w") as f:
             json.dump(out, f, indent=1)
     return 0
+
+
+def cmd_bench_instructions(args: argparse.Namespace) -> int:
+    from netpoll.benchmark import build, instructions, runner
+
+    given = args.conns or [instructions.DEFAULT_CONNS]
+    try:
+        counts = instructions.parse_messages(args.messages)
+        if len(given) != 1:
+            raise ValueError(f"one --conns count at a time, not {len(given)}")
+        instructions.check()
+        build.loadgen()
+    except (ValueError, instructions.Unavailable, build.BuildError) as e:
+        print(f"python -m netpoll bench --instructions: {e}", file=sys.stderr)
+        return 2
+    sel = runner.select_servers(instructions.servers(None, args.netpoll_bufsize), args.servers)
+    try:
+        res = instructions.run_instructions(sel, counts, given[0], args.size, keep=args.callgrind_dir,
+                                            top=args.top)
+    except instructions.Unavailable as e:
+        print(f"python -m netpoll bench --instructions: {e}", file=sys.stderr)
+        return 2
+    print(instructions.instructions_table(res, args.markdown))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(res, f, indent=1)
+    return 1 if any("failed" in r for r in res["rows"]) else 0
 
 
 # -- the parser --------------------------------------------------------------------
@@ -211,6 +240,21 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--idle", type=int, nargs="?", const=10000, default=0, metavar="N",
                    help="instead: RSS per idle connection with N (default 10,000) idle connections, and the "
                         "throughput of --active connections with 0 and with N idle ones, per server")
+    b.add_argument("--instructions", action="store_true",
+                   help="instead: user-space instructions per echoed message under valgrind's callgrind "
+                        "(two runs of exact message counts, their difference; 16 connections unless --conns "
+                        "says otherwise), and the ratio to uvloop protocols. Servers: netpoll-echo "
+                        "(python -m netpoll echo), netpoll (the benchmark's server), uvloop-protocols, "
+                        "uvloop-streams, asyncio-protocols, asyncio-buffered, asyncio-streams, selectors, "
+                        "trio, gevent. User space only: the kernel's share shows in --syscalls and the "
+                        "wall-clock runs")
+    b.add_argument("--messages", default="2000,10000", metavar="A,B",
+                   help="--instructions: the two runs' message counts (default 2000,10000)")
+    b.add_argument("--top", type=int, default=0, metavar="K",
+                   help="--instructions: also the K functions with the most self instructions per message "
+                        "(callgrind_annotate, the same two-run difference)")
+    b.add_argument("--callgrind-dir", default=None, metavar="DIR",
+                   help="--instructions: keep the callgrind output files in DIR")
     b.add_argument("--active", type=int, default=64, help="active connections for --idle (default 64)")
     b.add_argument("--netpoll-bufsize", type=int, default=65536,
                    help="the netpoll servers' per-connection read buffer (default 65536)")

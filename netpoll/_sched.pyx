@@ -613,8 +613,8 @@ cdef class Sched:
     cdef int siginit(self) except -1:
         # Only the main thread may set the wakeup fd, and one set by someone
         # else (asyncio) is left alone.
-        if _threading.current_thread() is not _threading.main_thread():
-            return 0
+        if self.sigpd is not None or _threading.current_thread() is not _threading.main_thread():
+            return 0  # kept from a run(end=False) before, or not the main thread
         old = _signal.set_wakeup_fd(-1)
         if old != -1:
             _signal.set_wakeup_fd(old)
@@ -688,8 +688,14 @@ cdef class Sched:
             _os.close(self.sigw)
         return 0
 
-    def run(self, coro):
-        """Run ``coro`` as the main goroutine until it returns (this loop is the event loop)."""
+    def run(self, coro, *, bint end=True):
+        """Run ``coro`` as the main goroutine until it returns (this loop is the event loop).
+
+        ``end=False`` keeps the runtime for another run (netpoll.aio runs one
+        per ``run_forever``): goroutines still parked stay parked, the poller
+        stays open, and of the goroutine failures only those whose handle was
+        dropped are raised, each once.
+        """
         if getattr(_tls, "sched", None) is not None:
             raise RuntimeError("netpoll.run() cannot be called from a running netpoll runtime")
         cdef G main = self.newproc(coro)
@@ -714,7 +720,7 @@ cdef class Sched:
                 if main.done:
                     break
                 if self.lost:
-                    raise self.lost[0]
+                    raise self.lost.pop(0)
                 # 2. Expired timers (sleep, deadlines).
                 to_run = []
                 now = nanotime()
@@ -757,12 +763,13 @@ cdef class Sched:
             _tls.sched = None
             if _last is self:
                 _last = None
-            self.shutdown(main)
+            if end:
+                self.shutdown(main)
         if self.lost:
-            raise self.lost[0]
+            raise self.lost.pop(0)
         if main.exc is not None:
             raise main.exc
-        for ref, exc in list(self.unobserved.items()):
+        for ref, exc in list(self.unobserved.items()) if end else ():
             if ref() is not main:
                 raise exc
         return main.retval

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from procutil import readline
+from support import readline
 
 EXAMPLE = Path(__file__).parents[2] / "examples" / "graceful_shutdown.py"
 

@@ -1,17 +1,15 @@
-"""Helpers for the backend conformance suite (imported by tests/conftest.py and
-the modules under tests/conformance/).
+"""The backend conformance suite: stand-in waiters, netpoll until events
+arrive, absorbing a fresh registration's edges, and a Kit that owns a test's
+descriptors and registrations and undoes them in protocol order (evict,
+pollclose, close).
 
 Everything here works on real descriptors: socketpairs, pipes and TCP
-connections on 127.0.0.1. A ``Kit`` owns what a test opens and undoes it in
-the order the protocol requires: evict, pollclose (netpollclose), then close
-the descriptors.
+connections on 127.0.0.1.
 """
 
 from __future__ import annotations
 
-import ast
 import errno
-import fcntl
 import os
 import socket
 import struct
@@ -20,7 +18,7 @@ from typing import Callable, Iterable, Optional
 
 from netpoll._netpoll import pollclose, pollopen
 
-MS = 1_000_000  # nanoseconds
+from .core import MS
 
 # rg/wg values as PollDesc.sema() shows them (see _netpoll.pyx).
 PD_NIL = 0
@@ -37,18 +35,6 @@ class Waiter:
         return f"<Waiter {self.name}>"
 
 
-def open_fds() -> set[int]:
-    """The descriptors this process has open (less the one listdir used)."""
-    fds = set()
-    for n in os.listdir("/proc/self/fd"):
-        try:
-            fcntl.fcntl(int(n), fcntl.F_GETFD)
-        except OSError:
-            continue
-        fds.add(int(n))
-    return fds
-
-
 def error_events(backend) -> bool:
     """Whether the backend can tell an error-only event from readiness.
 
@@ -60,41 +46,6 @@ def error_events(backend) -> bool:
     attribute ``error_events``.
     """
     return bool(type(backend).error_events)
-
-
-def drain(sock: socket.socket, limit: int = 1 << 24) -> bytes:
-    """Read until EAGAIN (or EOF); return what was read."""
-    out = bytearray()
-    while len(out) < limit:
-        try:
-            chunk = sock.recv(65536)
-        except BlockingIOError:
-            break
-        if not chunk:
-            break
-        out += chunk
-    return bytes(out)
-
-
-def fill(send: Callable[[bytes], int], settle: float = 0.05, rounds: int = 20) -> int:
-    """Write until EAGAIN, pause, and repeat until a write right after a pause
-    gets EAGAIN at once: the send side is then full and stays full while the
-    peer does not read. Returns the bytes written."""
-    chunk = b"\0" * 65536
-    total = 0
-    for _ in range(rounds):
-        wrote = 0
-        for _ in range(100_000):
-            try:
-                n = send(chunk)
-            except BlockingIOError:
-                break
-            wrote += n
-        total += wrote
-        if wrote == 0:
-            return total
-        time.sleep(settle)
-    raise AssertionError("the send side never stayed full")
 
 
 def collect(backend, done: Callable[[list], bool], timeout: float = 2.0,
@@ -230,33 +181,3 @@ def rst_close(sock: socket.socket) -> None:
     """Close a TCP socket with SO_LINGER 0: the peer gets a reset."""
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     sock.close()
-
-
-# -- the shadowed-test guard -------------------------------------------------
-
-def shadowed_tests(source: str) -> list[str]:
-    """Test functions, test classes and test methods defined twice in the same
-    scope of a module: the later definition silently replaces the earlier,
-    whose test then never runs."""
-    tree = ast.parse(source)
-    found: list[str] = []
-
-    def scan(body, prefix: str) -> None:
-        seen: dict[str, int] = {}
-        for node in body:
-            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-                name = node.name
-                if name.startswith(("test", "Test")):
-                    if name in seen:
-                        found.append(f"{prefix}{name} (lines {seen[name]} and {node.lineno})")
-                    else:
-                        seen[name] = node.lineno
-                if isinstance(node, ast.ClassDef):
-                    scan(node.body, f"{prefix}{node.name}.")
-            elif isinstance(node, ast.Assign):
-                for t in node.targets:
-                    if isinstance(t, ast.Name) and t.id.startswith("test") and t.id in seen:
-                        found.append(f"{prefix}{t.id} (lines {seen[t.id]} and {node.lineno})")
-
-    scan(tree.body, "")
-    return found
