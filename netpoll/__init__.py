@@ -19,7 +19,8 @@ from netpoll._table import available_backends, backend_class, chosen_at_import
 from netpoll.errors import (BackendError, ClosedError, DeadlineExceededError,
                             DeadlockError, NetpollError, NotPollableError)
 from netpoll.runtime import current_runtime, go, now, run, sleep, to_thread
-from netpoll.sync import Chan, ChannelClosed, Event, WaitGroup
+from netpoll.sync import Chan, ChannelClosed, Event, Mutex, Once, WaitGroup, select
+from netpoll.timer import Ticker, Timer, after
 from netpoll.file import File, open_file, pipe
 
 __version__ = "0.1.0"
@@ -40,7 +41,8 @@ except BackendError as _e:
 __all__ = [
     "BACKEND", "available_backends", "backend_class",
     "run", "go", "sleep", "now", "to_thread", "current_runtime",
-    "Chan", "ChannelClosed", "Event", "WaitGroup",
+    "Chan", "ChannelClosed", "Event", "WaitGroup", "select", "Mutex", "Once",
+    "after", "Timer", "Ticker",
     "File", "pipe", "open_file",
     "BackendError", "ClosedError", "DeadlineExceededError", "DeadlockError",
     "NetpollError", "NotPollableError",

@@ -308,6 +308,9 @@ cdef class FD:
     def close(self):
         """Evict and close the OS descriptor at once; blocked operations
         wake with ClosedError."""
+        if self.sched.foreign():
+            # From another thread: the owning runtime performs it.
+            return self.sched.call_threadsafe(FD.close, self)
         if self.fdclosed:
             raise _closing()
         self.fdclosed = True
@@ -334,6 +337,8 @@ cdef class FD:
 
     def _set_deadline(self, t, mode="rw"):
         # Deadline for pending and future operations; see deadline_ns.
+        if self.sched.foreign():
+            return self.sched.call_threadsafe(FD._set_deadline, self, t, mode)
         cdef int64_t d = deadline_ns(t)
         self.incref()
         try:
@@ -597,6 +602,12 @@ cdef class _FDWait(Park):
         if self.fd.fdclosed:
             self.w = None
             raise _closing()
+        if self.fd.sched.foreign():
+            # A goroutine of another runtime (thread) must not park here.
+            self.w = None
+            raise NetpollError(
+                "netpoll: a descriptor of another runtime was awaited; it can be used only "
+                "by goroutines of the runtime that opened it")
         if self.w.step():
             return self
         self.w = None

@@ -57,10 +57,9 @@ async def to_thread(fn: Callable[..., T], *args: Any) -> T:
     does not count the goroutine as deadlocked.
     """
     sched = _sched.current()
+    failed: list[BaseException] = []
 
     def commit(g: "_sched.G") -> bool:
-        sched.begin_external(g)
-
         def work() -> None:
             try:
                 value = fn(*args)
@@ -69,10 +68,19 @@ async def to_thread(fn: Callable[..., T], *args: Any) -> T:
             else:
                 sched.finish_external(g, value, None)
 
-        threading.Thread(target=work, name="netpoll.to_thread", daemon=True).start()
+        sched.begin_external(g)
+        try:
+            threading.Thread(target=work, name="netpoll.to_thread", daemon=True).start()
+        except BaseException as e:  # can't start new thread: the caller's error
+            sched.end_external()
+            failed.append(e)
+            return False
         return True
 
-    return await _sched.park(commit)
+    value = await _sched.park(commit)
+    if failed:
+        raise failed[0]
+    return value
 
 
 def current_runtime() -> "_sched.Sched":
