@@ -55,7 +55,7 @@ cdef class PollBackend(Backend):
         self.byfd = {}
 
     cpdef netpollinit(self):
-        wakepipe_open(&self.wake)
+        wakepipe_open(&self.wake, False)
         try:
             self._grow()
         except MemoryError:
@@ -188,7 +188,7 @@ cdef class PollBackend(Backend):
             wakepipe_break(&self.wake)
 
     cpdef bint is_poll_descriptor(self, int fd):
-        return fd >= 0 and (fd == self.wake.rfd or fd == self.wake.wfd)
+        return wakepipe_owns(&self.wake, fd)
 
     cpdef close(self):
         wakepipe_close(&self.wake)

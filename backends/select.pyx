@@ -58,7 +58,7 @@ cdef class SelectBackend(Backend):
         self.pds = [None] * FD_SETSIZE
 
     cpdef netpollinit(self):
-        wakepipe_open(&self.wake)
+        wakepipe_open(&self.wake, False)
         if self.wake.rfd >= FD_SETSIZE:
             fd = self.wake.rfd
             wakepipe_close(&self.wake)
@@ -193,7 +193,7 @@ cdef class SelectBackend(Backend):
             wakepipe_break(&self.wake)
 
     cpdef bint is_poll_descriptor(self, int fd):
-        return fd >= 0 and (fd == self.wake.rfd or fd == self.wake.wfd)
+        return wakepipe_owns(&self.wake, fd)
 
     cpdef close(self):
         cdef int fd

@@ -699,21 +699,3 @@ cdef extern from *:
     int __netpoll_set_am_send(PyTypeObject *t, __netpoll_sendfunc f) except -1
 
 __netpoll_set_am_send(<PyTypeObject *>_RW, _rw_send)
-
-
-cdef extern from "<sys/socket.h>" nogil:
-    int c_accept4 "accept4"(int sockfd, void *addr, void *addrlen, int flags)
-    enum:
-        SOCK_NONBLOCK
-        SOCK_CLOEXEC
-
-
-def accept4(int fd):
-    """accept4(fd, SOCK_NONBLOCK | SOCK_CLOEXEC): the new descriptor, or OSError."""
-    cdef int nfd
-    while True:
-        nfd = c_accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC)
-        if nfd >= 0:
-            return nfd
-        if errno != EINTR:
-            PyErr_SetFromErrno(OSError)
