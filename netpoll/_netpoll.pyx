@@ -51,7 +51,6 @@ state pdG.
 
 from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE
 from libc.stdint cimport int64_t, uint32_t, uint64_t
-from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
 
 import errno as _errno
 import os as _os
@@ -62,12 +61,30 @@ from netpoll.errors import (ClosedError, DeadlineExceededError,
                             NetpollError, NotPollableError)
 
 
+cdef extern from *:
+    """
+    /* CPython's own monotonic clock, the one behind time.monotonic(): on
+       Linux and the BSDs CLOCK_MONOTONIC, on macOS mach_absolute_time()
+       (CLOCK_UPTIME_RAW, which stops during sleep, while Darwin's
+       CLOCK_MONOTONIC does not), CLOCK_HIGHRES on Solaris. Asking CPython
+       instead of naming a clock keeps the two the same clock everywhere. */
+    #if PY_VERSION_HEX >= 0x030D0000
+    static inline int64_t netpoll_nanotime(void) {
+        PyTime_t t;
+        (void)PyTime_MonotonicRaw(&t);   /* no GIL needed */
+        return (int64_t)t;
+    }
+    #else
+    #define netpoll_nanotime() ((int64_t)_PyTime_GetMonotonicClock())
+    #endif
+    """
+    int64_t netpoll_nanotime() noexcept nogil
+
+
 cdef int64_t nanotime() noexcept nogil:
-    # CLOCK_MONOTONIC: the clock behind time.monotonic(), so deadlines given
-    # in netpoll.now() seconds compare directly with timers.
-    cdef timespec ts
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return <int64_t>ts.tv_sec * 1000000000 + ts.tv_nsec
+    # The clock of time.monotonic(), so deadlines given in netpoll.now()
+    # seconds compare directly with timers.
+    return netpoll_nanotime()
 
 
 def monotonic_ns():

@@ -6,6 +6,9 @@ is due at ``now`` and returns the waiters it woke.
 
 from __future__ import annotations
 
+import socket
+import time
+
 import pytest
 
 import netpoll
@@ -149,3 +152,48 @@ def test_double_wait_is_an_invariant_error(backend, timed):
     assert pd.park("r", Waiter("r")) is False
     with pytest.raises(netpoll.NetpollError):
         pd.park("r", Waiter("again"))
+
+
+# -- the clock ----------------------------------------------------------------
+
+def test_the_timer_clock_is_the_clock_of_netpoll_now():
+    # nanotime() (monotonic_ns) must read the clock behind time.monotonic(),
+    # which netpoll.now() returns: on macOS that is mach_absolute_time, not
+    # CLOCK_MONOTONIC, and the two drift apart by every sleep of the machine.
+    # Each reading is taken between two readings of the other clock; any
+    # offset or rate difference between two clocks shows up as a reading
+    # outside its bracket.
+    for _ in range(1000):
+        a = time.monotonic_ns()
+        n = monotonic_ns()
+        b = time.monotonic_ns()
+        assert a <= n <= b, f"timer clock {n} outside time.monotonic_ns() [{a}, {b}]"
+        t0 = netpoll.now()
+        n = monotonic_ns()
+        t1 = netpoll.now()
+        # now() is a float: allow its rounding (well under a microsecond).
+        assert t0 - 1e-6 <= n / 1e9 <= t1 + 1e-6, f"timer clock {n} outside now() [{t0}, {t1}]"
+
+
+def test_a_deadline_in_now_seconds_fires_when_now_reaches_it(backend_name):
+    # End to end: a deadline given as netpoll.now() + 0.1 fails the read when
+    # now() has passed it, never before.
+    async def main():
+        a, b = socket.socketpair()
+        a.setblocking(False)
+        try:
+            from netpoll import _fd
+            f = _fd.FD(a)
+            try:
+                at = netpoll.now() + 0.1
+                f.set_deadline(at)
+                with pytest.raises(netpoll.DeadlineExceededError):
+                    await f.read(bytearray(1))
+                return netpoll.now() - at
+            finally:
+                f.close()
+        finally:
+            b.close()
+
+    late = netpoll.run(main(), backend=backend_name)
+    assert late >= 0, f"the deadline fired {-late:.6f} s before now() reached it"
