@@ -9,20 +9,19 @@
 #   EPOLLIN: an eventfd, or the pipe of poll and select in a NETPOLL_PORTABLE
 #   build (which proves that path on Linux). Breaks coalesce and only a
 #   blocking netpoll consumes one.
-# Modes: IN|RDHUP|HUP|ERR -> 'r'; OUT|HUP|ERR -> 'w'; ERR alone sets everr;
-#   RDHUP|HUP|ERR set hup.
+# Modes: IN|RDHUP|HUP|ERR -> 'r'; OUT|HUP|ERR -> 'w'; ERR alone is an
+#   error-only event; RDHUP|HUP|ERR are hang-ups (netpollevent).
 # Stale events: the cookie is the PollDesc token (pollcache slot << 32 |
 #   fdseq); netpolltoken drops a cookie whose fdseq moved on. The wakeup's
 #   cookie is all ones, a slot the pollcache never reaches.
-# Timeout: epoll_wait counts milliseconds; a delay is rounded *up* (Go
-#   truncates) so that netpoll never returns before the scheduler's next
-#   timer is due, and capped at 1e9 ms as Go does.
+# Timeout: epoll_wait counts milliseconds (delay_ms of delay.pxd).
 
 from cpython.exc cimport PyErr_CheckSignals, PyErr_SetFromErrno
 from libc.stdint cimport int64_t, uint32_t, uint64_t
 
-from netpoll._netpoll cimport (Backend, PollDesc, netpollready, netpolltoken,
+from netpoll._netpoll cimport (Backend, PollDesc, netpollevent, netpolltoken,
                                MODE_R, MODE_W, MODE_RW)
+from delay cimport delay_ms
 from netpoll._syscall cimport HAVE_EVENTFD
 from sys_epoll cimport *
 from sys_unix cimport EINTR, errno, close
@@ -41,12 +40,10 @@ cdef class EpollBackend(Backend):
     max_fd = None
 
     cdef int epfd
-    cdef WakePipe wake
     cdef epoll_event events[NEVENTS]
 
     def __cinit__(self):
         self.epfd = -1
-        wakepipe_init(&self.wake)
 
     cpdef netpollinit(self):
         cdef epoll_event ev
@@ -70,27 +67,21 @@ cdef class EpollBackend(Backend):
         ev.data.u64 = pd.token()
         if epoll_ctl(self.epfd, EPOLL_CTL_ADD, fd, &ev) < 0:
             PyErr_SetFromErrno(OSError)
+        self.registered[fd] = pd
 
     cpdef netpollclose(self, int fd):
         cdef epoll_event ev
+        self.registered.pop(fd, None)
         if epoll_ctl(self.epfd, EPOLL_CTL_DEL, fd, &ev) < 0:
             PyErr_SetFromErrno(OSError)
 
     cpdef list netpoll(self, int64_t delay):
-        cdef int timeout, n, i, mode
+        cdef int timeout = delay_ms(delay), n, i, mode
         cdef uint32_t m
         cdef PollDesc pd
         cdef list to_run = []
         if self.closed:
             raise ValueError("netpoll on a closed epoll backend")
-        if delay < 0:
-            timeout = -1
-        elif delay == 0:
-            timeout = 0
-        elif delay < 1000000000000000:
-            timeout = <int>((delay + 999999) // 1000000)
-        else:
-            timeout = 1000000000
         while True:
             with nogil:
                 n = epoll_wait(self.epfd, self.events, NEVENTS, timeout)
@@ -121,15 +112,9 @@ cdef class EpollBackend(Backend):
             pd = netpolltoken(self.events[i].data.u64)
             if pd is None:
                 continue
-            pd.everr = m == EPOLLERR
-            if m & (EPOLLRDHUP | EPOLLHUP | EPOLLERR):
-                pd.hup = True
-            netpollready(to_run, pd, mode)
+            netpollevent(to_run, pd, mode, m == EPOLLERR,
+                         (m & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) != 0)
         return to_run
-
-    cpdef netpollbreak(self):
-        if not self.closed:
-            wakepipe_break(&self.wake)
 
     cpdef bint is_poll_descriptor(self, int fd):
         return fd >= 0 and (fd == self.epfd or wakepipe_owns(&self.wake, fd))

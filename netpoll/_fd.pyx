@@ -33,13 +33,13 @@ from libc.math cimport isnan
 import errno as _errno
 import os as _os
 
-from netpoll._netpoll cimport (PollDesc, Park, _Wait, nanotime, pollreset, pdReady,
-                               MODE_R, MODE_W)
+from netpoll._netpoll cimport (PollDesc, Park, _Wait, nanotime, pollerror,
+                               pollreadhint, pollreset, MODE_R, MODE_W)
 from netpoll._sched cimport Sched, getsched
 
 from netpoll import hooks as _hooks
 from netpoll._netpoll import pollclose as _pollclose
-from netpoll.errors import ClosedError, DeadlineExceededError, NetpollError
+from netpoll.errors import ClosedError, NetpollError
 
 cdef extern from "<unistd.h>" nogil:
     ssize_t c_read "read"(int fd, void *buf, size_t count)
@@ -65,14 +65,6 @@ cdef enum:
 
 cdef object _closing():
     return ClosedError()
-
-
-cdef object _pollerr(int code):
-    if code == 1:
-        return ClosedError()
-    if code == 2:
-        return DeadlineExceededError()
-    return OSError(_errno.EBADFD, "not pollable")
 
 
 def deadline_ns(t):
@@ -291,10 +283,10 @@ cdef class FD:
         # hang-up: a FIN that came before that read makes the next one
         # return EOF with no new edge. Checked before pollreset, which drops
         # the readiness that says "read".
-        cdef bint probe = not self.rdrained or self.pd.rg == pdReady or self.pd.hup
+        cdef bint probe = not self.rdrained or pollreadhint(self.pd)
         cdef int err = pollreset(self.pd, MODE_R)
         if err:
-            raise _pollerr(err)
+            raise pollerror(self.pd, err)
         return not probe
 
     cdef int read_ready(self) except -1:
@@ -367,7 +359,7 @@ cdef class FD:
             try:
                 err = pollreset(self.pd, MODE_W)
                 if err:
-                    raise _pollerr(err)
+                    raise pollerror(self.pd, err)
                 while idx < len(bufs):
                     cnt = 0
                     try:
@@ -417,7 +409,7 @@ cdef class FD:
             try:
                 err = pollreset(self.pd, MODE_R if read else MODE_W)
                 if err:
-                    raise _pollerr(err)
+                    raise pollerror(self.pd, err)
                 while True:
                     try:
                         return fn(*args)
@@ -631,7 +623,7 @@ cdef class _RW:
             if self.kind == OP_WRITE:
                 err = pollreset(fd.pd, MODE_W)
                 if err:
-                    raise _pollerr(err)
+                    raise pollerror(fd.pd, err)
             elif self.kind == OP_READ and self.view.len == 0:
                 return 0
             elif fd.read_begin(self) and self.wait(fd.pd.rwait):

@@ -436,7 +436,7 @@ cdef class Sched:
             self.injected.append(coro)
         self.backend.netpollbreak()
 
-    def begin_external(self, G g):
+    def begin_external(self):
         # A goroutine is about to wait for another thread: it must not count
         # as a deadlock while that thread runs.
         with self.lock:

@@ -11,8 +11,6 @@ from netpoll._table import backend_class, resolve
 
 T = TypeVar("T")
 
-Goroutine = _sched.G
-
 
 def run(coro: Coroutine[Any, Any, T], *, backend: Optional[str] = None) -> T:
     """Run the goroutine runtime until ``coro`` returns; return its value.
@@ -60,7 +58,7 @@ async def to_thread(fn: Callable[..., T], *args: Any) -> T:
     sched = _sched.current()
 
     def commit(g: "_sched.G") -> bool:
-        sched.begin_external(g)
+        sched.begin_external()
 
         def work() -> None:
             try:

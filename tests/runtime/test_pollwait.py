@@ -11,7 +11,8 @@ import pytest
 
 import netpoll
 from netpoll import _sched
-from netpoll._netpoll import monotonic_ns, pollclose
+from netpoll._netpoll import (POLL_ERR_CLOSING, POLL_ERR_TIMEOUT, POLL_NO_ERROR, monotonic_ns,
+                              pollclose)
 
 from rtutil import MS, Pair, after, drain, parked_on
 
@@ -284,9 +285,9 @@ def test_clearing_deadline_makes_reads_block_again(backend_name):
         try:
             p.set_deadline(-1, "r")
             await expect_timeout(p)
-            assert p.pd.check("r") == 2
+            assert p.pd.check("r") == POLL_ERR_TIMEOUT
             p.set_deadline(0, "r")
-            assert p.pd.check("r") == 0
+            assert p.pd.check("r") == POLL_NO_ERROR
             assert p.pd.deadlines()[0] == 0
             r = netpoll.go(p.read())
             await netpoll.sleep(0.05)
@@ -354,7 +355,7 @@ def test_read_deadline_does_not_touch_writer(backend_name):
             await r
             await netpoll.sleep(0.03)
             assert not w.done and parked_on(p.pd, "w", w)
-            assert p.pd.check("w") == 0
+            assert p.pd.check("w") == POLL_NO_ERROR
             got = 0
             for _ in range(1000):
                 got += drain(p.b)
@@ -383,7 +384,7 @@ def test_write_deadline_does_not_touch_reader(backend_name):
             assert isinstance(err, netpoll.DeadlineExceededError)
             await netpoll.sleep(0.03)
             assert not r.done and parked_on(p.pd, "r", r)
-            assert p.pd.check("r") == 0
+            assert p.pd.check("r") == POLL_NO_ERROR
             with pytest.raises(netpoll.DeadlineExceededError):
                 await p.pd.wait("w")
             p.b.send(b"still reading")
@@ -477,7 +478,7 @@ def test_deadline_on_closed_descriptor_is_ignored(backend_name):
             assert p.pd.set_deadline(after(10), "r") == []
             assert p.pd.set_deadline(-1, "rw") == []
             assert len(_sched.current().timers) == 0
-            assert p.pd.check("r") == 1
+            assert p.pd.check("r") == POLL_ERR_CLOSING
         finally:
             p.close()
         return "ok"
@@ -579,7 +580,7 @@ def test_old_deadline_does_nothing_after_close_and_fd_reuse(backend_name):
         try:
             if p2.a.fileno() != fd:
                 pytest.skip("the kernel did not hand out the same fd number")
-            assert p2.pd.check("r") == 0 and p2.pd.deadlines() == (0, 0)
+            assert p2.pd.check("r") == POLL_NO_ERROR and p2.pd.deadlines() == (0, 0)
             if p2.pd is pd1:
                 assert p2.pd.fdseq != seq1
             r = netpoll.go(p2.read())
