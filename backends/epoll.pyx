@@ -10,7 +10,7 @@
 #   build (which proves that path on Linux). Breaks coalesce and only a
 #   blocking netpoll consumes one.
 # Modes: IN|RDHUP|HUP|ERR -> 'r'; OUT|HUP|ERR -> 'w'; ERR alone is an
-#   error-only event; RDHUP|HUP|ERR are hang-ups (netpollevent).
+#   error-only event (netpollevent).
 # Stale events: the cookie is the PollDesc token (pollcache slot << 32 |
 #   fdseq); netpolltoken drops a cookie whose fdseq moved on. The wakeup's
 #   cookie is all ones, a slot the pollcache never reaches.
@@ -112,8 +112,7 @@ cdef class EpollBackend(Backend):
             pd = netpolltoken(self.events[i].data.u64)
             if pd is None:
                 continue
-            netpollevent(to_run, pd, mode, m == EPOLLERR,
-                         (m & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) != 0)
+            netpollevent(to_run, pd, mode, m == EPOLLERR)
         return to_run
 
     cpdef bint is_poll_descriptor(self, int fd):

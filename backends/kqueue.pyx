@@ -15,8 +15,7 @@
 # Modes: EVFILT_READ -> 'r', and 'w' too with EV_EOF (some kernels tell the
 #   writer of a pipe whose reader closed only through a read EOF; the writer
 #   retries its write, which tells it the outcome); EVFILT_WRITE -> 'w'.
-#   flags == EV_ERROR exactly is an error-only event; EV_EOF and EV_ERROR are
-#   hang-ups (netpollevent). A socket error arrives as EV_EOF on the BSDs, so
+#   flags == EV_ERROR exactly is an error-only event (netpollevent). A socket error arrives as EV_EOF on the BSDs, so
 #   it wakes both directions and the operations learn the errno from their
 #   syscall.
 # Stale events: udata is the PollDesc token (pollcache slot << 32 | fdseq);
@@ -224,8 +223,7 @@ cdef class KqueueBackend(Backend):
             pd = netpolltoken(<uint64_t><uintptr_t>ev.udata)
             if pd is None:
                 continue
-            netpollevent(to_run, pd, mode, ev.flags == EV_ERROR,
-                         (ev.flags & (EV_EOF | EV_ERROR)) != 0)
+            netpollevent(to_run, pd, mode, ev.flags == EV_ERROR)
         return to_run
 
     cdef int _trigger(self) except -1:

@@ -12,8 +12,7 @@
 # Wakeup: the pipe of wakepipe.pxd, its read end entry 0, always polled for
 #   POLLIN; breaks coalesce and only a blocking netpoll consumes one.
 # Modes: IN|HUP|ERR|NVAL -> 'r', dropping POLLIN; OUT|HUP|ERR|NVAL -> 'w',
-#   dropping POLLOUT; ERR alone is an error-only event; HUP|ERR are hang-ups
-#   (netpollevent). NVAL means the fd was closed while
+#   dropping POLLOUT; ERR alone is an error-only event (netpollevent). NVAL means the fd was closed while
 #   registered: both directions wake, and their retried syscalls fail EBADF.
 # Stale events: no token needed. poll(2) reports into the array it was given
 #   and keeps no queue, and open, close and arm run on the scheduler thread
@@ -165,8 +164,7 @@ cdef class PollBackend(Backend):
                 p.events &= ~POLLOUT
             if p.events == 0:
                 p.fd = ~p.fd
-            netpollevent(to_run, <PollDesc>self.pds[i], mode, ev == POLLERR,
-                         (ev & (POLLHUP | POLLERR)) != 0)
+            netpollevent(to_run, <PollDesc>self.pds[i], mode, ev == POLLERR)
         return to_run
 
     cpdef close(self):

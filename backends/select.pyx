@@ -157,7 +157,7 @@ cdef class SelectBackend(Backend):
             if w:
                 mode = MODE_RW if mode else MODE_W
                 FD_CLR(fd, &self.wset)
-            netpollevent(to_run, <PollDesc>self.registered[fd], mode, False, False)
+            netpollevent(to_run, <PollDesc>self.registered[fd], mode, False)
         return to_run
 
     cdef int _badfds(self, fd_set *rs, fd_set *ws) noexcept:

@@ -2,6 +2,7 @@
 
     python3 bench/soak.py [--conns 1000] [--duration 60] [--seed 1] [--backend NAME]
                           [--chaos-interval 0.01] [--warmup S] [--json]
+                          [--netns-loss PCT] [--rate RATE]
 
 One listener and ``--conns`` client slots in one runtime. Each slot dials,
 sends a hello carrying a connection id, then loops: a request of a random
@@ -25,7 +26,22 @@ connection, is unexpected. A CRC or sequence mismatch is a checksum failure.
 
 The run stops by itself: after ``--duration`` seconds the slots finish their
 current exchange and close; whatever is still running ``--grace`` seconds
-later is counted as stuck and closed. The report gives messages and bytes
+later is counted as stuck and closed.
+
+With ``--netns-loss PCT`` or ``--rate RATE`` (root, Linux, ``ip``/``nft``/``tc``)
+the connections cross a real network path instead of loopback: the
+listener lives in one fresh network namespace, the clients in another, and
+a veth pair joins them (tests/netfaults/netns.py builds it and deletes it
+afterwards). nftables drops PCT % of the packets at random in each
+direction; ``--rate`` puts a tbf rate limit (tc's spelling: "100mbit") on
+both ends. On such a path a dial that runs into its 10 s timeout (every SYN
+or SYN-ACK lost) is an expected error of its own kind; the report adds the
+packets the path dropped. A reset that the path drops is not sent again, so
+its peer learns of it only when its next packet, at the latest a keep-alive
+probe (15 s idle), draws another: the teardown's grace is 45 s there, and
+``--keep-alive-idle S`` shortens the probes' wait.
+
+The report gives messages and bytes
 verified, checksum failures, unexpected exceptions, the expected ones by
 kind, chaos actions, descriptors open before and after, and RSS at the
 start, after warm-up and at the end. Exit status 1 when an invariant fails
@@ -41,7 +57,9 @@ import json
 import math
 import os
 import random
+import re
 import resource
+import socket
 import struct
 import sys
 import time
@@ -94,6 +112,9 @@ class Report:
     rss_warm_kib: int = 0
     rss_end_kib: int = 0
     rss_after_kib: int = 0
+    netns_loss: Optional[float] = None
+    rate: Optional[str] = None
+    dropped_packets: int = 0
     elapsed: float = 0.0
     notes: list = field(default_factory=list)
 
@@ -107,6 +128,12 @@ class Report:
         out = [
             f"backend {self.backend}, {self.conns} connections, {self.duration:g} s "
             f"(elapsed {self.elapsed:.1f} s), seed {self.seed}",
+        ]
+        if self.netns_loss is not None or self.rate is not None:
+            out.append(f"network path           veth between two namespaces, loss "
+                       f"{self.netns_loss or 0:g} % each way, rate {self.rate or 'unlimited'}, "
+                       f"{self.dropped_packets:,} packets dropped")
+        out += [
             f"messages verified      {self.messages:,}",
             f"bytes verified         {self.bytes:,} ({self.bytes / mib:,.0f} MiB, "
             f"{self.bytes / mib / max(self.elapsed, 1e-9):,.1f} MiB/s)",
@@ -149,7 +176,10 @@ def msg_size(rng: random.Random) -> int:
 
 class Soak:
     def __init__(self, conns: int, duration: float, seed: int, chaos_interval: float,
-                 warmup: float, grace: float, report: Report, progress: Optional[float]) -> None:
+                 warmup: float, grace: float, report: Report, progress: Optional[float],
+                 path: Any = None, keep_alive_idle: Optional[int] = None) -> None:
+        self.path = path                 # a netns.Path, or None for loopback
+        self.keep_alive_idle = keep_alive_idle
         self.conns = conns
         self.duration = duration
         self.rng = random.Random(seed)
@@ -253,6 +283,7 @@ class Soak:
                     continue
                 n += 1
                 self.live.add(conn)
+                self.keep_alive(conn)
                 self.active += 1
                 netpoll.go(self.handle(conn, random.Random(f"{seed}/{n}")))
         finally:
@@ -293,11 +324,15 @@ class Soak:
                 try:
                     conn = await net.dial("tcp", addr, timeout=10)
                 except Exception as e:
-                    self.failed(e, None, "dial")
+                    if self.path is not None and isinstance(e, TimeoutError):
+                        self.expected["dial timeout"] += 1
+                    else:
+                        self.failed(e, None, "dial")
                     await netpoll.sleep(0.05)
                     continue
                 self.r.dials += 1
                 self.live.add(conn)
+                self.keep_alive(conn)
                 self.next_id += 1
                 cid = self.next_id
                 self.refs[cid] = 2  # the client and, once it reads the hello, the server
@@ -327,6 +362,19 @@ class Soak:
                     await netpoll.sleep(rng.random() * 0.01)  # then re-dial
         finally:
             self.active -= 1
+
+    def keep_alive(self, conn: Any) -> None:
+        # Shorter keep-alive than Go's 15 s: on a lossy path a reset the
+        # path dropped is noticed only when the next packet draws another.
+        if self.keep_alive_idle is None:
+            return
+        conn.set_keep_alive(True)
+        s = socket.socket(fileno=conn.fileno())  # the conn's own socket
+        try:
+            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, self.keep_alive_idle)
+            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, 1)
+        finally:
+            s.detach()
 
     def close(self, conn: Any) -> None:
         self.live.discard(conn)
@@ -379,7 +427,7 @@ class Soak:
                         else:
                             t = netpoll.now() + rng.uniform(0.001, 2.0)
                         mode = rng.choice(("r", "w", "rw"))
-                        conn.set_deadline(t, mode)
+                        {"r": conn.set_read_deadline, "w": conn.set_write_deadline, "rw": conn.set_deadline}[mode](t)
                 except netpoll.ClosedError:
                     self.chaos["raced a close"] += 1
         finally:
@@ -388,14 +436,22 @@ class Soak:
     # -- the run ------------------------------------------------------------
 
     async def main(self) -> None:
-        ln = net.listen("tcp", "127.0.0.1:0", backlog=max(128, self.conns))
+        if self.path is None:
+            ln = net.listen("tcp", "127.0.0.1:0", backlog=max(128, self.conns))
+            addr = ln.addr
+        else:
+            # The runtime's thread is in the client namespace (run_soak);
+            # the listener's socket is made in the server's.
+            with self.path.server.entered():
+                ln = net.listen("tcp", "0.0.0.0:0", backlog=max(128, self.conns))
+            addr = f"{self.path.link.server_ip}:{ln.addr.port}"
         self.active += 1
         netpoll.go(self.serve(ln))
         for i in range(self.conns):
             slot = {"conn": None, "cid": None, "ready": False}
             self.slots.append(slot)
             self.active += 1
-            netpoll.go(self.client(slot, ln.addr, random.Random(self.rng.random())))
+            netpoll.go(self.client(slot, addr, random.Random(self.rng.random())))
         self.active += 1
         netpoll.go(self.chaos_loop())
         start = netpoll.now()
@@ -431,10 +487,49 @@ class Soak:
 
 def run_soak(conns: int = 1000, duration: float = 60.0, seed: int = 1, backend: Optional[str] = None,
              chaos_interval: float = 0.01, warmup: Optional[float] = None, grace: float = 15.0,
-             progress: Optional[float] = None) -> Report:
-    """Run one soak in this process and return its report."""
+             progress: Optional[float] = None, netns_loss: Optional[float] = None,
+             rate: Optional[str] = None, keep_alive_idle: Optional[int] = None) -> Report:
+    """Run one soak in this process and return its report; with
+    ``netns_loss`` or ``rate``, over a network path between two namespaces."""
     name = backend or netpoll.BACKEND
-    report = Report(backend=name, conns=conns, duration=duration, seed=seed)
+    report = Report(backend=name, conns=conns, duration=duration, seed=seed,
+                    netns_loss=netns_loss, rate=rate)
+    if netns_loss is None and rate is None:
+        return _run_soak(report, chaos_interval, warmup, grace, progress, None, keep_alive_idle)
+    netns = import_netns()
+    why = netns.unavailable()
+    if why:
+        raise SystemExit(f"--netns-loss/--rate need a network namespace: {why}")
+    with netns.Path() as path:
+        drops = path.set_loss(netns_loss) if netns_loss else []
+        if rate:
+            path.link.limit_rate(rate)
+        try:
+            return _run_soak(report, chaos_interval, warmup, grace, progress, path, keep_alive_idle)
+        finally:
+            report.dropped_packets = sum(path.hits(r) for r in drops)
+            if rate:
+                report.dropped_packets += sum(
+                    path.link.qdisc_stats(side).get("drops", 0) for side in ("server", "client"))
+
+
+def import_netns():
+    """tests/netfaults/netns.py, the module that builds the path."""
+    import importlib.util
+
+    name = "netns"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(
+            name, os.path.join(os.path.dirname(HERE), "tests", "netfaults", "netns.py"))
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules[name] = mod
+        spec.loader.exec_module(mod)
+    return sys.modules[name]
+
+
+def _run_soak(report: Report, chaos_interval: float, warmup: Optional[float], grace: float,
+              progress: Optional[float], path: Any, keep_alive_idle: Optional[int]) -> Report:
+    name, conns, duration, seed = report.backend, report.conns, report.duration, report.seed
     max_fd = netpoll.backend_class(name).max_fd
     if max_fd is not None and 2 * conns + 64 > max_fd:
         fit = (max_fd - 64) // 2
@@ -453,10 +548,15 @@ def run_soak(conns: int = 1000, duration: float = 60.0, seed: int = 1, backend: 
     gc.collect()
     report.fds_before = open_fd_count()
     report.rss_start_kib = rss_kib()
-    soak = Soak(conns, duration, seed, chaos_interval, warmup, grace, report, progress)
+    soak = Soak(conns, duration, seed, chaos_interval, warmup, grace, report, progress, path,
+                keep_alive_idle)
     t0 = time.monotonic()
     try:
-        netpoll.run(soak.main(), backend=name)
+        if path is None:
+            netpoll.run(soak.main(), backend=name)
+        else:
+            with path.client.entered():
+                netpoll.run(soak.main(), backend=name)
     finally:
         report.elapsed = time.monotonic() - t0
         report.expected = dict(soak.expected)
@@ -479,13 +579,30 @@ def main(argv: Optional[list[str]] = None) -> int:
                    help="mean seconds between chaos actions (default 0.01)")
     p.add_argument("--warmup", type=float, default=None,
                    help="seconds before the warm RSS sample (default: a tenth of the run, at most 60)")
-    p.add_argument("--grace", type=float, default=15.0, help="seconds the teardown may take")
+    p.add_argument("--grace", type=float, default=None,
+                   help="seconds the teardown may take (default 15; 45 over a lossy path)")
     p.add_argument("--progress", type=float, default=None, help="print progress every S seconds")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--netns-loss", type=float, default=None, metavar="PCT",
+                   help="run over a veth path between two network namespaces that drops "
+                        "PCT %% of the packets each way (root; ip, nft, tc)")
+    p.add_argument("--rate", default=None, metavar="RATE",
+                   help="rate-limit that path with tbf, in tc's spelling (e.g. 10mbit)")
+    p.add_argument("--keep-alive-idle", type=int, default=None, metavar="S",
+                   help="keep-alive probes after S s of silence, 1 s apart, on every conn "
+                        "(default: netpoll's, 15 s)")
     a = p.parse_args(argv)
     if a.conns < 1 or a.duration <= 0 or a.chaos_interval <= 0 or a.duration > 86400:
         p.error("--conns must be >= 1, --duration in (0, 86400], --chaos-interval > 0")
-    r = run_soak(a.conns, a.duration, a.seed, a.backend, a.chaos_interval, a.warmup, a.grace, a.progress)
+    if a.keep_alive_idle is not None and not 1 <= a.keep_alive_idle <= 32767:
+        p.error(f"--keep-alive-idle must be 1 to 32767 seconds, not {a.keep_alive_idle}")
+    if a.netns_loss is not None and not 0 <= a.netns_loss <= 100:
+        p.error(f"--netns-loss must be a percentage from 0 to 100, not {a.netns_loss:g}")
+    if a.rate is not None and not re.fullmatch(r"\d+(\.\d+)?([kmgt]?(bit|bps))", a.rate, re.IGNORECASE):
+        p.error(f"--rate must be a tc rate such as 1mbit, 500kbit or 10mbps, not {a.rate!r}")
+    grace = a.grace if a.grace is not None else 15.0 if a.netns_loss is None and a.rate is None else 45.0
+    r = run_soak(a.conns, a.duration, a.seed, a.backend, a.chaos_interval, a.warmup, grace,
+                 a.progress, a.netns_loss, a.rate, a.keep_alive_idle)
     if a.json:
         print(json.dumps(dict(asdict(r), ok=r.ok), indent=2))
     else:

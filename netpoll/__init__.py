@@ -18,9 +18,9 @@ except ImportError as _e:
 from netpoll._table import available_backends, backend_class, chosen_at_import
 from netpoll.errors import (BackendError, ClosedError, DeadlineExceededError,
                             DeadlockError, NetpollError, NotPollableError)
-from netpoll.runtime import (current_runtime, go, go_threadsafe, now, run,
-                             sleep, to_thread)
+from netpoll.runtime import current_runtime, go, now, run, sleep, to_thread
 from netpoll.sync import Chan, ChannelClosed, Event, WaitGroup
+from netpoll.file import File, open_file, pipe
 
 __version__ = "0.1.0"
 
@@ -39,8 +39,9 @@ except BackendError as _e:
 
 __all__ = [
     "BACKEND", "available_backends", "backend_class",
-    "run", "go", "sleep", "now", "to_thread", "current_runtime", "go_threadsafe",
+    "run", "go", "sleep", "now", "to_thread", "current_runtime",
     "Chan", "ChannelClosed", "Event", "WaitGroup",
+    "File", "pipe", "open_file",
     "BackendError", "ClosedError", "DeadlineExceededError", "DeadlockError",
     "NetpollError", "NotPollableError",
 ]

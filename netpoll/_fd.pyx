@@ -4,21 +4,36 @@
 Every I/O method tries the system call first; on EAGAIN it waits on the poll
 descriptor and tries again. Reads serialise with reads and writes with writes
 (fdMutex), so at most one goroutine waits per direction, which is what the
-poll descriptor's rg/wg semaphores assume. Close evicts the descriptor
-(waking every waiter with ClosedError) but the real close(2) happens only
-when the last in-flight operation has left: no operation ever runs on an fd
-number that was closed and reused under it.
+poll descriptor's rg/wg semaphores assume.
+
+Close evicts the descriptor (waking every waiter with ClosedError) and
+closes the OS descriptor at once, as Go's Close returns only once it is
+closed (a listener's port is free again). That is safe because close runs
+on the runtime's own thread: every other operation holding a reference is
+parked (on the poll descriptor or the fdMutex), none is inside a system
+call, and every woken operation checks the closed flag before it touches
+the poll descriptor or makes a system call. So no operation ever runs on an
+fd number that was closed and reused under it.
 
 fdMutex state, as Go lays it out in one word (here: separate fields):
-  closed        set once by close
+  closed        set once by close; checked by every operation on entry and
+                on every resume, before anything else
   rlock, wlock  the read / write lock is held
-  refs          references: one per operation in flight (locked or not)
+  refs          references: one per operation in flight (locked or not);
+                it never drops below zero, and a lock is released exactly
+                once per take
   rwait, wwait  goroutines parked waiting for the read / write lock (None
                 until the first: rwunlock, on every operation, then tests a
                 field of the FD instead of touching a list elsewhere in memory)
 Pairs: read/accept/recvfrom take rwlock(True)/rwunlock(True); write/writev/
 sendto take rwlock(False)/rwunlock(False); deadlines, shutdown and socket
-options take incref/decref; close takes increfAndClose then decref.
+options take incref/decref; close takes increfAndClose, destroys, then decref.
+
+Fairness: an I/O operation that never waits would never let another
+goroutine run (Go preempts; this runtime cannot). As tokio does, every
+ready operation spends one unit of a budget (IO_BUDGET); when it is spent,
+the next operation yields to the run queue before its system call, and the
+budget refills. Parking refills it too.
 """
 
 from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE, PyBUF_WRITABLE
@@ -34,7 +49,8 @@ import errno as _errno
 import os as _os
 
 from netpoll._netpoll cimport (PollDesc, Park, _Wait, nanotime, pollerror,
-                               pollreadhint, pollreset, MODE_R, MODE_W)
+                               polldeadline, pollpending, pollreset, pollErrTimeout,
+                               MODE_R, MODE_W)
 from netpoll._sched cimport Sched, getsched
 
 from netpoll import hooks as _hooks
@@ -51,6 +67,12 @@ cdef extern from "<sys/uio.h>" nogil:
         size_t iov_len
     ssize_t writev(int fd, const iovec *iov, int iovcnt)
 
+cdef extern from "<sys/socket.h>" nogil:
+    ssize_t c_recv "recv"(int fd, void *buf, size_t count, int flags)
+    enum:
+        MSG_PEEK
+        MSG_DONTWAIT
+
 cdef extern from "<errno.h>" nogil:
     int errno
     enum:
@@ -61,16 +83,70 @@ cdef extern from "<errno.h>" nogil:
 cdef enum:
     MAX_RW = 1 << 30      # stream I/O is clamped to 1 GiB per call (Go's maxRW)
     IOV_MAX = 1024
+    IO_BUDGET = 128       # ready operations between yields (tokio's budget)
 
 
 cdef object _closing():
     return ClosedError()
 
 
+cdef int _begin(PollDesc pd, int mode) except -1:
+    # pollReset, and a deadline that has passed by the clock counts even if
+    # its timer has not fired yet: a goroutine whose operations never wait
+    # would otherwise outlive its deadline until the scheduler runs timers.
+    cdef int err = pollreset(pd, mode)
+    if err:
+        raise pollerror(pd, err)
+    cdef int64_t d = polldeadline(pd, mode)
+    if d > 0 and d <= nanotime():
+        raise pollerror(pd, pollErrTimeout)
+    return 0
+
+
+# The I/O budget. Module state, shared by the runtimes of all threads: they
+# run one at a time under the GIL, and a yield is always safe, so sharing
+# only makes a yield come a little earlier.
+cdef int _budget = IO_BUDGET
+
+
+cdef inline bint _spend():
+    # True: the budget is spent and the caller must yield first.
+    global _budget
+    _budget -= 1
+    if _budget > 0:
+        return False
+    _budget = IO_BUDGET
+    return True
+
+
+cdef inline void _refill():
+    global _budget
+    _budget = IO_BUDGET
+
+
+cdef class _Yield(Park):
+    # Back to the tail of the run queue (the budget is spent): commit refuses
+    # the park, so the scheduler requeues the goroutine at once.
+    cdef bint done
+
+    def __next__(self):
+        if self.done:
+            raise StopIteration
+        self.done = True
+        return self
+
+    cdef bint commit(self, object g) except -1:
+        return False
+
+
+cdef _Yield _yield_park = _Yield.__new__(_Yield)
+
+
 def deadline_ns(t):
     """A deadline given as absolute ``netpoll.now()`` seconds, as PollDesc wants
-    it: None -> 0 (none); past or -inf -> -1 (expired); +inf or beyond the
-    clock's range -> the far future. NaN is a ValueError."""
+    it: None -> 0 (none, the only way to say "no deadline"); a past time
+    (0 included: it is long past) or -inf -> -1 (expired); +inf or beyond
+    the clock's range -> the far future. NaN is a ValueError."""
     if t is None:
         return 0
     cdef double d
@@ -88,35 +164,53 @@ def deadline_ns(t):
     return ns
 
 
+cdef object _buffer_error(object buf, str op):
+    # Why PyObject_GetBuffer(PyBUF_WRITABLE) refused buf, in words.
+    try:
+        m = memoryview(buf)
+    except TypeError:
+        return TypeError(f"{op}() needs a writable buffer, not {type(buf).__name__}")
+    with m:
+        if m.readonly:
+            return TypeError(f"{op}() needs a writable buffer, not a read-only {type(buf).__name__}")
+        if not m.contiguous:
+            return TypeError(f"{op}() needs a contiguous buffer, and this {type(buf).__name__} is not contiguous")
+    return TypeError(f"{op}() cannot use this {type(buf).__name__} as a buffer")
+
+
 cdef class _RW
 
 
 cdef class FD:
-    """A non-blocking descriptor registered with the running runtime's poller."""
-    cdef readonly object sock
-    cdef readonly int sysfd
-    cdef readonly bint stream       # clamp I/O at MAX_RW; a zero read is EOF
+    """A non-blocking descriptor registered with the running runtime's poller.
+
+    The public names are those of a connection (read, write, wait_readable,
+    writev, close, closed, fileno); the rest are the net layer's.
+    """
+    cdef readonly object _sock
+    cdef readonly int _sysfd
+    cdef readonly bint _stream      # clamp I/O at MAX_RW; a zero read is EOF
     cdef PollDesc pd
     cdef Sched sched
     # fdMutex
     cdef bint fdclosed, rlock, wlock
-    cdef bint rdrained              # the last read was short (see read)
     cdef Py_ssize_t refs
     cdef list rwait, wwait
 
     def __init__(self, sock, bint stream=True):
-        self.sock = sock
-        self.sysfd = sock.fileno()
-        self.stream = stream
+        self._sock = sock
+        self._sysfd = sock.fileno()
+        self._stream = stream
         self.sched = getsched()
-        self.pd = self.sched.pollopen(self.sysfd)
+        self.pd = self.sched.pollopen(self._sysfd)
 
     def fileno(self):
-        return self.sysfd
+        """The OS descriptor; -1 once closed."""
+        return self._sysfd
 
-    def wrap_error(self, op, err):
-        """The exception an I/O method raises for ``err``; the net layer
-        overrides this to add its OpError context. Called on error paths only."""
+    def _wrap_error(self, op, err):
+        # The exception an I/O method raises for ``err``; the net layer
+        # overrides this to add its OpError context. Error paths only.
         return err
 
     # -- fdMutex -----------------------------------------------------------
@@ -141,13 +235,12 @@ cdef class FD:
         if self.refs <= 0:
             raise NetpollError("inconsistent poll.fdMutex")
         self.refs -= 1
-        if self.fdclosed and self.refs == 0:
-            self.destroy()
         return 0
 
     cdef int rwunlock(self, bint read) except -1:
         # Hand the lock on by waking one waiter; it retries (no FIFO
-        # hand-off, a newcomer may win, as in Go).
+        # hand-off, a newcomer may win, as in Go). After close the wait
+        # lists are gone (close woke them all).
         if read:
             if not self.rlock:
                 raise NetpollError("inconsistent poll.fdMutex")
@@ -163,14 +256,6 @@ cdef class FD:
         if self.refs <= 0:
             raise NetpollError("inconsistent poll.fdMutex")
         self.refs -= 1
-        if self.fdclosed and self.refs == 0:
-            # As Go's readUnlock/writeUnlock: the last reference after close
-            # destroys, and destroy's error is not this operation's error (it
-            # already failed or succeeded on its own terms), so it is dropped.
-            try:
-                self.destroy()
-            except OSError:
-                pass
         return 0
 
     cdef object rwlock(self, bint read):
@@ -186,36 +271,53 @@ cdef class FD:
         w.read = read
         return w
 
+    cdef object pwait(self, int mode):
+        # pollWait for the coroutine-shaped operations, through the closed
+        # check (see _FDWait).
+        cdef _FDWait w = _FDWait.__new__(_FDWait)
+        w.fd = self
+        w.w = self.pd.rwait if mode == MODE_R else self.pd.wwait
+        return w
+
     cdef int destroy(self) except -1:
         # Deregister before close(2), so a reused fd number is never
-        # registered twice; the close goes through the hook table.
+        # registered twice; the close goes through the hook table. The
+        # poll descriptor's two waits are reset first: evict has woken their
+        # goroutines, which will not touch them again (they see fdclosed),
+        # and the descriptor may be handed to a new fd before they run.
         cdef PollDesc pd = self.pd
         self.pd = None
-        sock = self.sock
-        self.sysfd = -1
+        sock = self._sock
+        self._sysfd = -1
         try:
             if pd is not None:
+                pd.rwait._abandon()
+                pd.wwait._abandon()
                 _pollclose(pd)
         finally:
             _hooks.close(sock)
         return 0
 
     def close(self):
-        """Evict and close; the OS descriptor closes when the last operation leaves."""
+        """Evict and close the OS descriptor at once; blocked operations
+        wake with ClosedError."""
         if self.fdclosed:
             raise _closing()
         self.fdclosed = True
         self.refs += 1
-        # fdMutex waiters wake, see closed and fail; poll waiters wake with
-        # ClosedError and leave, dropping their references.
+        # fdMutex waiters wake, see closed and fail; poll waiters wake and
+        # fail on the closed flag before they look at the poll descriptor.
         cdef list waiters = (self.rwait or []) + (self.wwait or [])
         self.rwait = None
         self.wwait = None
         if waiters:
             self.sched.readylist(waiters)
-        if self.pd is not None:
-            self.sched.readylist(self.pd.evict())
-        self.decref()
+        try:
+            if self.pd is not None:
+                self.sched.readylist(self.pd.evict())
+            self.destroy()
+        finally:
+            self.decref()
 
     @property
     def closed(self):
@@ -223,8 +325,8 @@ cdef class FD:
 
     # -- deadlines -----------------------------------------------------------
 
-    def set_deadline(self, t, mode="rw"):
-        """Deadline for pending and future operations; see deadline_ns."""
+    def _set_deadline(self, t, mode="rw"):
+        # Deadline for pending and future operations; see deadline_ns.
         cdef int64_t d = deadline_ns(t)
         self.incref()
         try:
@@ -235,9 +337,9 @@ cdef class FD:
             self.decref()
 
     # -- I/O -------------------------------------------------------------------
-    # Each method: take the lock, pollreset (fail fast on close/deadline, drop
+    # Each method: take the lock, _begin (fail fast on close/deadline, drop
     # stale readiness), then syscall -> EAGAIN -> wait -> syscall. Errors
-    # leave through wrap_error. read, write and wait_readable, the calls of
+    # leave through _wrap_error. read, write and wait_readable, the calls of
     # every message, are hand-written awaitables (_RW below); the rest are
     # coroutines.
 
@@ -247,7 +349,7 @@ cdef class FD:
         try:
             PyObject_GetBuffer(buf, &op.view, PyBUF_WRITABLE)
         except BufferError:
-            raise TypeError(f"read() needs a writable buffer, not a read-only {type(buf).__name__}") from None
+            raise _buffer_error(buf, "read") from None
         op.hasview = True
         op.fd = self
         op.kind = OP_READ
@@ -256,8 +358,10 @@ cdef class FD:
     def wait_readable(self):
         """Park until a read is likely to find data, EOF or an error, without
         holding a buffer: a goroutine per connection can take a buffer from a
-        pool only once its peer has sent something. A read after it may still
-        park (the readiness can be spurious); nothing is consumed."""
+        pool only once its peer has sent something. It returns at once after
+        a readiness it has not consumed yet, else when a MSG_PEEK look finds
+        something queued, else it parks. A read after it may still park (the
+        readiness can be spurious); nothing is consumed."""
         cdef _RW op = _RW.__new__(_RW)
         op.fd = self
         op.kind = OP_WAITREAD
@@ -274,41 +378,34 @@ cdef class FD:
         op.kind = OP_WRITE
         return op
 
-    cdef bint read_begin(self, _RW op) except -1:
-        # True: wait for readiness before the first read(2).
-        # The last read came up short, so the stream was empty then, and no
-        # readiness has been seen since: any data that arrived after it
-        # raises a new edge (or is seen by a level poll once armed), so skip
-        # the read that would fail with EAGAIN and wait first. Not after a
-        # hang-up: a FIN that came before that read makes the next one
-        # return EOF with no new edge. Checked before pollreset, which drops
-        # the readiness that says "read".
-        cdef bint probe = not self.rdrained or pollreadhint(self.pd)
-        cdef int err = pollreset(self.pd, MODE_R)
-        if err:
-            raise pollerror(self.pd, err)
-        return not probe
-
-    cdef int read_ready(self) except -1:
-        # wait_readable is done: the readiness it saw was consumed (or none
-        # was known), so the next read must try the syscall.
-        self.rdrained = False
-        return 0
+    cdef bint peek_empty(self) except -1:
+        # wait_readable without a known readiness: True when nothing is
+        # queued (recv MSG_PEEK says EAGAIN), so it must wait. Knowing that
+        # from an earlier short read is not enough: a TCP read stops at an
+        # urgent mark, a unix stream read after a message carrying
+        # descriptors, with more data queued and no new edge to come.
+        cdef char c
+        cdef ssize_t n
+        while True:
+            n = c_recv(self._sysfd, &c, 1, MSG_PEEK | MSG_DONTWAIT)
+            if n >= 0:
+                return False
+            if errno == EAGAIN:
+                return True
+            if errno != EINTR:
+                # ENOTSOCK (a pipe) or the socket's error: the read says.
+                return False
 
     cdef bint read_once(self, _RW op) except -1:
         # True: done (op.n set); False: EAGAIN.
         cdef ssize_t n
         cdef size_t want = op.view.len
         cdef int err
-        if self.stream and want > MAX_RW:
+        if self._stream and want > MAX_RW:
             want = MAX_RW
         while True:
-            n = c_read(self.sysfd, op.view.buf, want)
+            n = c_read(self._sysfd, op.view.buf, want)
             if n >= 0:
-                # A short read empties a stream socket's receive queue (TCP
-                # and unix stream reads copy every queued segment); a
-                # datagram read says nothing about the next.
-                self.rdrained = self.stream and 0 < n < <ssize_t>want
                 op.n = n
                 return True
             err = errno
@@ -324,9 +421,9 @@ cdef class FD:
         cdef int err
         while True:
             want = op.view.len - op.n
-            if self.stream and want > MAX_RW:
+            if self._stream and want > MAX_RW:
                 want = MAX_RW
-            n = c_write(self.sysfd, <char *>op.view.buf + op.n, want)
+            n = c_write(self._sysfd, <char *>op.view.buf + op.n, want)
             if n > 0:
                 op.n += n
             if op.n == op.view.len:
@@ -341,7 +438,10 @@ cdef class FD:
                 raise OSError(_errno.EIO, "write returned 0 bytes (unexpected EOF)")
 
     async def writev(self, buffers):
-        """Write a sequence of buffers with writev(2), at most IOV_MAX per call."""
+        """Write a sequence of buffers with writev(2), at most IOV_MAX per call.
+
+        Every buffer stays exported until the call ends, as for write: a
+        bytearray resized meanwhile raises BufferError."""
         cdef Py_buffer views[IOV_MAX]
         cdef iovec iov[IOV_MAX]
         cdef int cnt, i, err
@@ -351,31 +451,34 @@ cdef class FD:
         for b in bufs:
             if isinstance(b, str):
                 raise TypeError("writev() needs bytes-like buffers, not str")
-        cdef list lens = [memoryview(b).nbytes for b in bufs]
+        cdef list held = []
         try:
+            for b in bufs:
+                held.append(memoryview(b))
+            if _spend():
+                await _Yield.__new__(_Yield)
             w = self.rwlock(False)
             if w is not None:
                 await w
             try:
-                err = pollreset(self.pd, MODE_W)
-                if err:
-                    raise pollerror(self.pd, err)
-                while idx < len(bufs):
+                _begin(self.pd, MODE_W)
+                while idx < len(held):
                     cnt = 0
                     try:
-                        while cnt < IOV_MAX and idx + cnt < len(bufs):
-                            PyObject_GetBuffer(bufs[idx + cnt], &views[cnt], PyBUF_SIMPLE)
+                        while cnt < IOV_MAX and idx + cnt < len(held):
+                            PyObject_GetBuffer(held[idx + cnt], &views[cnt], PyBUF_SIMPLE)
                             iov[cnt].iov_base = <char *>views[cnt].buf + (skip if cnt == 0 else 0)
                             iov[cnt].iov_len = views[cnt].len - (skip if cnt == 0 else 0)
                             cnt += 1
-                        n = writev(self.sysfd, iov, cnt)
+                        n = writev(self._sysfd, iov, cnt)
                         err = errno
                     finally:
                         for i in range(cnt):
                             PyBuffer_Release(&views[i])
                     if n < 0:
                         if err == EAGAIN:
-                            await self.pd.wwait
+                            _refill()
+                            await self.pwait(MODE_W)
                             continue
                         if err == EINTR:
                             continue
@@ -384,9 +487,9 @@ cdef class FD:
                     # Go's consume: drop whole buffers, trim the first partial one.
                     n += skip
                     skip = 0
-                    while idx < len(bufs):
-                        if n >= <ssize_t>lens[idx]:
-                            n -= <ssize_t>lens[idx]
+                    while idx < len(held):
+                        if n >= <ssize_t>(<memoryview>held[idx]).nbytes:
+                            n -= <ssize_t>(<memoryview>held[idx]).nbytes
                             idx += 1
                         else:
                             skip = n
@@ -395,75 +498,110 @@ cdef class FD:
             finally:
                 self.rwunlock(False)
         except OSError as e:
-            raise self.wrap_error("writev", e)
+            raise self._wrap_error("writev", e)
+        finally:
+            for m in held:
+                (<memoryview>m).release()
 
     async def _retry(self, bint read, str op, tuple again, fn, *args):
         # The calls made through the hook table or the socket object: lock,
-        # pollreset, call; EAGAIN (BlockingIOError) waits for readiness, the
+        # _begin, call; EAGAIN (BlockingIOError) waits for readiness, the
         # errors in `again` try again at once.
-        cdef int err
         try:
+            if _spend():
+                await _Yield.__new__(_Yield)
             w = self.rwlock(read)
             if w is not None:
                 await w
             try:
-                err = pollreset(self.pd, MODE_R if read else MODE_W)
-                if err:
-                    raise pollerror(self.pd, err)
+                _begin(self.pd, MODE_R if read else MODE_W)
                 while True:
                     try:
                         return fn(*args)
                     except BlockingIOError:
-                        await (self.pd.rwait if read else self.pd.wwait)
+                        _refill()
+                        await self.pwait(MODE_R if read else MODE_W)
                     except again:
                         pass
             finally:
                 self.rwunlock(read)
         except OSError as e:
-            raise self.wrap_error(op, e)
+            raise self._wrap_error(op, e)
 
-    def accept(self):
-        """Accept a connection through the hook table; returns (socket, addr)."""
-        # ECONNABORTED: a queued connection was reset before we took it; take
-        # the next.
+    def _accept(self):
+        # Accept through the hook table: (socket, addr). ECONNABORTED: a
+        # queued connection was reset before we took it; take the next.
         return self._retry(True, "accept", (InterruptedError, ConnectionAbortedError),
-                           _hooks.accept, self.sock)
+                           _hooks.accept, self._sock)
 
-    def recvfrom(self, buf):
-        """recvfrom into a writable buffer: (n, address). No EOF for datagrams."""
-        memoryview(buf).cast("B")  # read-only or non-buffer: a clear error first
-        return self._retry(True, "read", (InterruptedError,), self.sock.recvfrom_into, buf)
+    def _recvfrom(self, buf):
+        # recvfrom into a writable buffer: (n, address). No EOF for datagrams.
+        try:
+            memoryview(buf).cast("B")
+        except TypeError:
+            raise _buffer_error(buf, "read_from") from None
+        return self._retry(True, "read", (InterruptedError,), self._sock.recvfrom_into, buf)
 
-    def sendto(self, data, addr):
-        """sendto: a datagram is sent whole; returns len(data)."""
+    def _sendto(self, data, addr):
+        # sendto: a datagram is sent whole; returns len(data).
         if isinstance(data, str):
             raise TypeError("write_to() needs bytes-like data, not str (encode it first)")
-        return self._retry(False, "write", (InterruptedError,), self.sock.sendto, data, addr)
+        return self._retry(False, "write", (InterruptedError,), self._sock.sendto, data, addr)
 
-    async def wait_write(self):
-        """Park until writable (a non-blocking connect in progress)."""
+    async def _wait_write(self):
+        # Park until writable (a non-blocking connect in progress).
         self.incref()
         try:
-            await self.pd.wwait
+            await self.pwait(MODE_W)
         finally:
             self.decref()
 
-    def shutdown(self, how):
+    def _shutdown(self, how):
         self.incref()
-        # A local shutdown makes the next read return EOF: probe it.
-        self.rdrained = False
         try:
-            self.sock.shutdown(how)
+            self._sock.shutdown(how)
         finally:
             self.decref()
 
-    def control(self, fn, *args):
-        """Call ``fn(sock, *args)`` holding a reference (socket options)."""
+    def _control(self, fn, *args):
+        # Call ``fn(sock, *args)`` holding a reference (socket options).
         self.incref()
         try:
-            return fn(self.sock, *args)
+            return fn(self._sock, *args)
         finally:
             self.decref()
+
+
+cdef class _FDWait(Park):
+    # pollWait for a coroutine: the poll descriptor's _Wait, entered and
+    # resumed only while the FD is open. Once close has run, the poll
+    # descriptor may already serve another fd, so a resumed wait fails on
+    # the closed flag and leaves the _Wait alone (destroy reset it).
+    cdef FD fd
+    cdef _Wait w
+
+    def __await__(self):
+        if self.fd.fdclosed:
+            raise _closing()
+        self.w.begin()
+        return self
+
+    def __next__(self):
+        if self.fd.fdclosed:
+            self.w = None
+            raise _closing()
+        if self.w.step():
+            return self
+        self.w = None
+        raise StopIteration
+
+    def close(self):
+        if self.w is not None and not self.fd.fdclosed:
+            self.w._abandon()
+        self.w = None
+
+    cdef bint commit(self, object g) except -1:
+        return self.w.commit(g)
 
 
 cdef class _LockWait(Park):
@@ -515,9 +653,10 @@ cdef enum:
 # _RW states.
 cdef enum:
     S_NEW = 0       # not started: holds at most the caller's buffer
-    S_LOCK = 1      # parked on the fdMutex (lw)
-    S_IO = 2        # holds the lock; trying the syscall or parked on the poll descriptor (pw)
-    S_DONE = 3      # finished: holds nothing
+    S_YIELD = 1     # yielded to the run queue (budget spent), holds the same
+    S_LOCK = 2      # parked on the fdMutex (lw)
+    S_IO = 3        # holds the lock; trying the syscall or parked on the poll descriptor (pw)
+    S_DONE = 4      # finished: holds nothing
 
 
 @cython.freelist(16)
@@ -528,13 +667,13 @@ cdef class _RW:
     # wrapper __await__ returns to Python code) and a StopIteration per
     # result; this is one object from a free list, and its am_send slot
     # (installed at import, Cython does not map it) hands the result back
-    # without an exception. The steps are those of the coroutines: lock,
-    # pollreset, syscall -> EAGAIN -> pollWait -> syscall; pw or lw is the
+    # without an exception. The steps are those of the coroutines: budget,
+    # lock, _begin, syscall -> EAGAIN -> pollWait -> syscall; pw or lw is the
     # Park yielded while suspended, and finish() releases the lock and the
     # buffer on every way out (result, error, throw, close, dealloc).
     cdef FD fd
     cdef Py_buffer view
-    cdef bint hasview, locked
+    cdef bint hasview, locked, awaited
     cdef int kind, state
     cdef Py_ssize_t n
     cdef _LockWait lw
@@ -542,6 +681,13 @@ cdef class _RW:
 
     # Not an Awaiter subclass: a free list works only on a base class.
     def __await__(self):
+        # As CPython refuses a second await of a coroutine: a second
+        # awaiter would resume the first one's park.
+        if self.state == S_DONE:
+            raise RuntimeError("cannot reuse an already awaited read/write")
+        if self.awaited or self.state != S_NEW:
+            raise RuntimeError("this read/write is being awaited already")
+        self.awaited = True
         return self
 
     def __next__(self):
@@ -564,21 +710,27 @@ cdef class _RW:
         if self.lw is not None:
             self.lw.close()
             self.lw = None
-        if self.pw is not None:
-            self.pw._abandon()
-            self.pw = None
+        self.drop_wait()
         self.finish()
 
     def __dealloc__(self):
         # Only a started call dropped without close() (a coroutine's own
         # finalizer closes what it awaits) gets here holding the lock.
-        if self.state == S_IO and self.pw is not None:
-            self.pw._abandon()
+        if self.state == S_IO:
+            self.drop_wait()
         self.finish()
 
+    cdef void drop_wait(self):
+        # Leave pollWait. After close the _Wait may serve another fd: leave
+        # it alone (destroy reset it).
+        if self.pw is not None:
+            if not self.fd.fdclosed:
+                self.pw._abandon()
+            self.pw = None
+
     cdef int finish(self) except -1:
-        # Idempotent; an error here is an fdMutex invariant broken (rwunlock
-        # already drops destroy's own errors), so it propagates.
+        # Idempotent; an error here is an fdMutex invariant broken, so it
+        # propagates.
         cdef bint locked = self.locked
         self.state = S_DONE
         self.locked = False
@@ -594,17 +746,27 @@ cdef class _RW:
         w.begin()
         if w.step():
             self.pw = w
+            _refill()
             return True
         return False
 
     cdef int step(self) except -1:
-        # 1: parked on lw or pw; 0: finished, the result in n.
+        # 1: parked on the run queue (S_YIELD), lw or pw; 0: finished, the
+        # result in n.
         cdef FD fd = self.fd
         cdef bint read = self.kind != OP_WRITE
-        cdef int err
+        cdef bint ready
+        if fd.fdclosed:
+            # Entered or resumed after close: fail before the poll
+            # descriptor (perhaps another fd's by now) or a syscall.
+            self.pw = None
+            self.lw = None
+            raise _closing()
         if self.state == S_NEW:
-            if fd.fdclosed:
-                raise _closing()
+            if _spend():
+                self.state = S_YIELD
+                return 1
+        if self.state == S_NEW or self.state == S_YIELD:
             if fd.lock_free(read):
                 fd.take(read)
             else:
@@ -620,23 +782,24 @@ cdef class _RW:
             # Just took the lock.
             self.locked = True
             self.state = S_IO
-            if self.kind == OP_WRITE:
-                err = pollreset(fd.pd, MODE_W)
-                if err:
-                    raise pollerror(fd.pd, err)
-            elif self.kind == OP_READ and self.view.len == 0:
+            if self.kind == OP_WAITREAD:
+                # A readiness since the last read began says "try"; without
+                # one, only an empty queue (peek) may wait.
+                ready = pollpending(fd.pd, MODE_R)
+                _begin(fd.pd, MODE_R)
+                if not ready and fd.peek_empty() and self.wait(fd.pd.rwait):
+                    return 1
                 return 0
-            elif fd.read_begin(self) and self.wait(fd.pd.rwait):
-                return 1
-            elif self.kind == OP_WAITREAD:
-                return fd.read_ready()
+            _begin(fd.pd, MODE_W if self.kind == OP_WRITE else MODE_R)
+            if self.kind == OP_READ and self.view.len == 0:
+                return 0
         elif self.pw is not None:
             # Resumed from pollWait.
             if self.pw.step():
                 return 1
             self.pw = None
             if self.kind == OP_WAITREAD:
-                return fd.read_ready()
+                return 0
         while True:
             if self.kind == OP_WRITE:
                 if fd.write_once(self):
@@ -662,10 +825,15 @@ cdef int _rw_send(PyObject *o, PyObject *arg, PyObject **res) except -1:
     except BaseException as e:
         op.finish()
         if isinstance(e, OSError):
-            raise op.fd.wrap_error("write" if op.kind == OP_WRITE else "read", e)
+            raise op.fd._wrap_error("write" if op.kind == OP_WRITE else "read", e)
         raise
     if r == 1:
-        v = op.lw if op.lw is not None else op.pw
+        if op.state == S_YIELD:
+            v = _yield_park
+        elif op.lw is not None:
+            v = op.lw
+        else:
+            v = op.pw
     else:
         op.finish()
         v = None if op.kind == OP_WAITREAD else PyLong_FromSsize_t(op.n)

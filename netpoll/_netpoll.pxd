@@ -102,7 +102,6 @@ cdef class PollDesc:
     cdef readonly uint32_t slot     # index in the pollcache
     cdef readonly bint closing
     cdef readonly bint everr        # last delivered event was an error only
-    cdef readonly bint hup          # a hang-up or error was delivered (sticky)
     cdef public Py_ssize_t user     # backend cookie (poll: slot in its pollfd array)
     cdef readonly Backend backend
     cdef Timers timers
@@ -135,15 +134,20 @@ cdef inline _Wait _dir(PollDesc pd, int mode):
     return pd.rwait if mode == MODE_R else pd.wwait
 
 
-cdef inline bint pollreadhint(PollDesc pd) noexcept:
-    # A read may succeed without a further event: a readiness is pending, or
-    # a hang-up was delivered (after which a read may find EOF with no edge).
-    return pd.rwait.g == pdReady or pd.hup
+cdef inline bint pollpending(PollDesc pd, int mode) noexcept:
+    # A readiness is pending in this direction (pdReady): the next syscall
+    # is likely to succeed.
+    return _dir(pd, mode).g == pdReady
+
+
+cdef inline int64_t polldeadline(PollDesc pd, int mode) noexcept:
+    # The direction's deadline as stored: 0 none, > 0 nanotime, < 0 expired.
+    return _dir(pd, mode).d
 
 
 cdef object pollerror(PollDesc pd, int code)
 cdef int netpollready(list to_run, PollDesc pd, int mode) except -1
-cdef int netpollevent(list to_run, PollDesc pd, int mode, bint error_only, bint hangup) except -1
+cdef int netpollevent(list to_run, PollDesc pd, int mode, bint error_only) except -1
 cdef PollDesc netpolltoken(uint64_t token)
 cdef int netpollcheckerr(PollDesc pd, int mode) noexcept
 cdef int pollreset(PollDesc pd, int mode) noexcept

@@ -27,9 +27,9 @@ netpoll(delay)
     Wait for events: ``delay < 0`` blocks, ``0`` polls, ``> 0`` waits at most
     that many nanoseconds. EINTR: an empty result if ``delay > 0`` (the caller
     recomputes its sleep), otherwise retry; a signal handler that raises
-    (KeyboardInterrupt) propagates. Every event is translated into a mode,
-    whether it is an error and nothing else, and whether it is a hang-up or
-    an error, and handed to ``netpollevent``; the list it builds (the
+    (KeyboardInterrupt) propagates. Every event is translated into a mode
+    and whether it is an error and nothing else, and handed to
+    ``netpollevent``; the list it builds (the
     goroutines made runnable) is the result. Events whose token's fdseq is
     stale are dropped. A backend touches no field of a PollDesc but ``user``.
 netpollbreak()
@@ -40,9 +40,7 @@ netpollbreak()
 Event to mode: readable, read hang-up, hang-up and error give 'r'; writable,
 hang-up and error give 'w'. netpollevent holds the rest: an event that is an
 error and nothing else sets the descriptor's event error (reported to readers
-as NotPollableError); any other event clears it. A hang-up or error sets
-``pd.hup`` for good: after that a read may find EOF with no further edge, so
-the FD layer stops skipping its probing read.
+as NotPollableError); any other event clears it.
 
 Capabilities, as class attributes: ``name``, ``edge_triggered``,
 ``needs_arm``, ``max_fd`` (None when unlimited), ``error_events`` (the kernel
@@ -511,15 +509,10 @@ cdef int netpollready(list to_run, PollDesc pd, int mode) except -1:
     return 0
 
 
-cdef int netpollevent(list to_run, PollDesc pd, int mode, bint error_only,
-                      bint hangup) except -1:
+cdef int netpollevent(list to_run, PollDesc pd, int mode, bint error_only) except -1:
     # The one entry of a backend's event: the event error is set by an event
-    # that is an error and nothing else and cleared by any other; a hang-up
-    # or error is remembered for good (the FD layer stops skipping its
-    # probing read: EOF may follow with no further edge).
+    # that is an error and nothing else and cleared by any other.
     pd.everr = error_only
-    if hangup:
-        pd.hup = True
     return netpollready(to_run, pd, mode)
 
 
@@ -722,7 +715,6 @@ def pollopen(Backend backend, int fd, Timers timers=None):
     pd.fd = fd
     pd.closing = False
     pd.everr = False
-    pd.hup = False
     cdef _Wait gpp
     for gpp in (pd.rwait, pd.wwait):
         gpp.seq += 1

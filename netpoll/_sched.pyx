@@ -432,8 +432,14 @@ cdef class Sched:
         """Start a goroutine from any thread."""
         with self.lock:
             if self.backend.closed:
-                raise RuntimeError("go_threadsafe: the runtime has ended")
-            self.injected.append(coro)
+                ended = True
+            else:
+                ended = False
+                self.injected.append(coro)
+        if ended:
+            # As run(backend="nope") does: the coroutine will never run.
+            coro.close()
+            raise RuntimeError("go_threadsafe: the runtime has ended")
         self.backend.netpollbreak()
 
     def begin_external(self):

@@ -18,6 +18,9 @@ class ClosedError(OSError):
     def __str__(self) -> str:
         return self.strerror or ""
 
+    def __reduce__(self):
+        return (type(self), (self.strerror,))
+
 
 class DeadlineExceededError(TimeoutError):
     """An I/O deadline passed (Go's ``os.ErrDeadlineExceeded``)."""
@@ -28,6 +31,9 @@ class DeadlineExceededError(TimeoutError):
     def __str__(self) -> str:
         return self.strerror or ""
 
+    def __reduce__(self):
+        return (type(self), (self.strerror,))
+
 
 class NotPollableError(OSError):
     """The descriptor cannot be waited on (a regular file, a directory...)."""
@@ -35,6 +41,10 @@ class NotPollableError(OSError):
     def __init__(self, fd: int, why: str = "not pollable") -> None:
         super().__init__(_errno.EPERM, f"fd {fd}: {why}")
         self.fd = fd
+        self.why = why
+
+    def __reduce__(self):
+        return (type(self), (self.fd, self.why))
 
     def __str__(self) -> str:
         return self.strerror or ""

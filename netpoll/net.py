@@ -17,12 +17,14 @@ import socket as _socket
 from typing import Any, Callable, Optional, Union
 
 from netpoll import hooks
-from netpoll._fd import FD, deadline_ns
-from netpoll.errors import DeadlineExceededError
+from netpoll._fd import FD
 
 __all__ = [
     "listen", "dial", "listen_packet", "Listener", "Conn", "PacketConn",
     "TCPAddr", "UDPAddr", "UnixAddr", "OpError", "AddrError", "UnknownNetworkError",
+    "WriteToConnectedError",
+    "Dialer", "ListenConfig", "split_host_port", "join_host_port",
+    "Resolver", "DNSError", "lookup_host", "lookup_ip", "lookup_port",
 ]
 
 STREAM_NETS = {"tcp": None, "tcp4": _socket.AF_INET, "tcp6": _socket.AF_INET6, "unix": _socket.AF_UNIX}
@@ -30,6 +32,8 @@ PACKET_NETS = {"udp": None, "udp4": _socket.AF_INET, "udp6": _socket.AF_INET6, "
 
 # sun_path's size: 108 on Linux, 104 on macOS and the BSDs.
 SUN_PATH_MAX = 108 if os.uname().sysname == "Linux" else 104
+# Linux has an abstract namespace for unix sockets ("@name" in Go's form).
+ABSTRACT_UNIX = os.uname().sysname == "Linux"
 
 
 # ---------------------------------------------------------------------------
@@ -44,6 +48,9 @@ class AddrError(ValueError):
         self.why = why
         self.addr = addr
 
+    def __reduce__(self):
+        return (type(self), (self.why, self.addr))
+
 
 class UnknownNetworkError(ValueError):
     """A network name netpoll does not know (Go's net.UnknownNetworkError)."""
@@ -51,6 +58,9 @@ class UnknownNetworkError(ValueError):
     def __init__(self, net: str) -> None:
         super().__init__(f"unknown network {net!r}")
         self.net = net
+
+    def __reduce__(self):
+        return (type(self), (self.net,))
 
 
 class OpError(OSError):
@@ -79,6 +89,22 @@ class OpError(OSError):
 
     def timeout(self) -> bool:
         return isinstance(self.err, TimeoutError)
+
+    # Pickling rebuilds it through operror(), so the copy is of the same
+    # OpError[...] class; equality is by the fields, as Go compares values.
+    def __reduce__(self):
+        return (operror, (self.op, self.net, self.source, self.addr, self.err))
+
+    def _key(self) -> tuple:
+        return (type(self), self.op, self.net, self.source, self.addr, type(self.err), self.err.args)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, OpError):
+            return NotImplemented
+        return self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash((type(self), self.op, self.net))
 
     def temporary(self) -> bool:
         if self.op == "accept" and isinstance(self.err, (ConnectionResetError, ConnectionAbortedError)):
@@ -127,8 +153,7 @@ class TCPAddr:
 
     def sockaddr(self) -> tuple:
         if self.family == _socket.AF_INET6:
-            host = f"{self.host}%{self.zone}" if self.zone else self.host
-            return (host, self.port, 0, 0)
+            return (self.host, self.port, 0, _scope_id(self.zone, self))
         return (self.host, self.port)
 
     def __str__(self) -> str:
@@ -155,15 +180,24 @@ class UDPAddr(TCPAddr):
 
 
 class UnixAddr:
+    """A unix socket address. On Linux a path that starts with ``@`` (Go's
+    form) names the abstract namespace, and abstract addresses print so."""
+
     __slots__ = ("path", "network")
 
     def __init__(self, path: str, network: str = "unix") -> None:
+        if ABSTRACT_UNIX and path.startswith("\0"):
+            path = "@" + path[1:]
         self.path, self.network = path, network
 
     family = _socket.AF_UNIX
 
+    @property
+    def abstract(self) -> bool:
+        return ABSTRACT_UNIX and self.path.startswith("@")
+
     def sockaddr(self) -> str:
-        return self.path
+        return "\0" + self.path[1:] if self.abstract else self.path
 
     def __str__(self) -> str:
         return self.path
@@ -180,6 +214,35 @@ class UnixAddr:
 
 Addr = Union[TCPAddr, UDPAddr, UnixAddr]
 AddrLike = Union[str, tuple, Addr]
+
+
+def _scope_id(zone: str, addr: Any) -> int:
+    # An IPv6 zone is an interface: its index, or the number itself (Go's
+    # zoneCache). It is never a name to resolve.
+    if not zone:
+        return 0
+    if zone.isdigit():
+        return int(zone)
+    try:
+        return _socket.if_nametoindex(zone)
+    except OSError:
+        raise AddrError(f"unknown IPv6 zone (no interface {zone!r})", str(addr)) from None
+
+
+def _zone_name(scope: int) -> str:
+    if not scope:
+        return ""
+    try:
+        return _socket.if_indextoname(scope)
+    except OSError:
+        return str(scope)
+
+
+def _canonical_ip(ip: Any) -> Any:
+    # Go's rule: an IPv4-mapped IPv6 address is IPv4 (IP.To4() != nil).
+    if ip.version == 6 and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip
 
 
 def _split_host_port(s: str) -> tuple[str, str]:
@@ -243,13 +306,22 @@ def _ip_addr(net: str, address: AddrLike, cls: type, family: Optional[int]) -> T
         try:
             ip = ipaddress.ip_address(host)
         except ValueError:
+            if zone:
+                raise AddrError("a zone is allowed on a numeric IPv6 address only", address) from None
             ip = _resolve(net, host, family, address)
+        ip = _canonical_ip(ip)
         if family == _socket.AF_INET and ip.version != 4:
-            raise AddrError(f"{net} needs an IPv4 address", address)
+            raise AddrError(f"no suitable address found ({net} needs an IPv4 address)", address)
         if family == _socket.AF_INET6 and ip.version != 6:
-            raise AddrError(f"{net} needs an IPv6 address", address)
+            raise AddrError(f"no suitable address found ({net} needs an IPv6 address)", address)
+        if zone and ip.version != 6:
+            raise AddrError("a zone is allowed on an IPv6 address only", address)
         host = str(ip)
-    return cls(host, port, zone)
+    elif zone:
+        raise AddrError("a zone needs an IPv6 address", address)
+    a = cls(host, port, zone)
+    _scope_id(zone, address)  # an unknown interface is an error here, not at bind
+    return a
 
 
 def _resolve(net: str, host: str, family: Optional[int], address: Any):
@@ -274,7 +346,7 @@ def _unix_addr(net: str, address: AddrLike) -> UnixAddr:
         raise AddrError("missing address", address)
     if "\0" in path and not path.startswith("\0"):
         raise AddrError("unix socket path contains a NUL byte (it would be cut there)", address)
-    # An abstract socket ("\0name") is not a file; neither is truncated.
+    # An abstract socket ("@name", or "\0name") is not a file; neither is truncated.
     if len(os.fsencode(path)) >= SUN_PATH_MAX:
         raise AddrError(f"unix socket path longer than sun_path ({SUN_PATH_MAX - 1} bytes)", address)
     return UnixAddr(path, net)
@@ -300,7 +372,15 @@ def _sockaddr_to_addr(net: str, sa: Any) -> Optional[Addr]:
     host = sa[0]
     zone = ""
     if "%" in host:
-        host, zone = host.split("%", 1)
+        host = host.split("%", 1)[0]
+    if len(sa) == 4:
+        zone = _zone_name(sa[3])
+        # One string form per address: the kernel's ("::ffff:127.0.0.1")
+        # and a parsed one compare equal.
+        ip = _canonical_ip(ipaddress.ip_address(host))
+        host = str(ip)
+        if ip.version == 4:
+            zone = ""
     return cls(host, sa[1], zone)
 
 
@@ -341,6 +421,17 @@ def _new_socket(op: str, net: str, family: int, sotype: int, source: Any, addr: 
 # reason the caller should see as an OpError: an errno, or a backend limit
 # such as select's FD_SETSIZE (ValueError).
 _WRAPPED = (OSError, ValueError)
+
+
+def _newfd(cls: type, sock: _socket.socket, stream: bool = True) -> Any:
+    # Register with the poller. A backend's descriptor limit (select's
+    # FD_SETSIZE, a ValueError) is EMFILE to the caller: like the process
+    # limit it clears as descriptors close, so OpError.temporary() holds and
+    # an accept loop drops that connection and keeps serving.
+    try:
+        return cls(sock, stream=stream)
+    except ValueError as e:
+        raise OSError(_errno.EMFILE, str(e)) from None
 
 
 def _close_quietly(sock: _socket.socket) -> None:
@@ -401,61 +492,74 @@ def _wildcard(net: str, addr: TCPAddr) -> TCPAddr:
 # ---------------------------------------------------------------------------
 
 class _NetFD(FD):
-    """An FD with the net layer's names: network, local and remote address."""
+    """An FD with the net layer's names: network, local and remote address.
 
-    net: str
+    The FD layer's own methods (socket access, accept, recvfrom, sendto,
+    options) have underscore names: the public ones are Go's Conn methods.
+    """
+
+    _net: str
     _laddr: Optional[Addr]
     _raddr: Optional[Addr]
 
     def _init(self, net: str, laddr: Optional[Addr], raddr: Optional[Addr]) -> None:
-        self.net = net
+        self._net = net
         self._laddr = laddr
         self._raddr = raddr
 
     @property
     def local_addr(self) -> Optional[Addr]:
         if self._laddr is None and not self.closed:
-            self._laddr = _sockaddr_to_addr(self.net, self.sock.getsockname())
+            self._laddr = _sockaddr_to_addr(self._net, self._sock.getsockname())
         return self._laddr
 
     @property
     def remote_addr(self) -> Optional[Addr]:
         if self._raddr is None and not self.closed:
             try:
-                self._raddr = _sockaddr_to_addr(self.net, self.sock.getpeername())
+                self._raddr = _sockaddr_to_addr(self._net, self._sock.getpeername())
             except OSError:
                 return None
         return self._raddr
 
-    def wrap_error(self, op: str, err: BaseException) -> BaseException:
+    def _wrap_error(self, op: str, err: BaseException) -> BaseException:
         if op == "accept":
-            return operror(op, self.net, None, self._laddr, err)
-        return operror(op, self.net, self._laddr, self._raddr, err)
+            return operror(op, self._net, None, self._laddr, err)
+        return operror(op, self._net, self._laddr, self._raddr, err)
 
-    def set_deadline(self, t: Optional[float], mode: str = "rw") -> None:  # type: ignore[override]
-        """Read and write deadline: absolute ``netpoll.now()`` seconds, None clears."""
+    def _deadline(self, t: Optional[float], mode: str) -> None:
         t = _seconds(t, "deadline")
         try:
-            FD.set_deadline(self, t, mode)
+            self._set_deadline(t, mode)
         except OSError as e:
-            raise operror("set", self.net, None, self._laddr, e) from None
+            raise operror("set", self._net, None, self._laddr, e) from None
+
+    def set_deadline(self, t: Optional[float]) -> None:
+        """Read and write deadline: absolute ``netpoll.now()`` seconds.
+
+        None is the only "no deadline"; a number is a point in time, so 0
+        (or any past time) makes pending and future operations time out at
+        once. Moving it re-arms the timer."""
+        self._deadline(t, "rw")
 
     def set_read_deadline(self, t: Optional[float]) -> None:
-        self.set_deadline(t, "r")
+        """As set_deadline, for reads only."""
+        self._deadline(t, "r")
 
     def set_write_deadline(self, t: Optional[float]) -> None:
-        self.set_deadline(t, "w")
+        """As set_deadline, for writes only."""
+        self._deadline(t, "w")
 
     def close(self) -> None:
-        """Close; blocked operations wake with ClosedError. Closing twice is a no-op."""
+        """Close at once; blocked operations wake with ClosedError. Closing twice is a no-op."""
         if self.closed:
             return
-        if self._raddr is None and self.net not in ("unixgram",):
+        if self._raddr is None and self._net not in ("unixgram",):
             self.remote_addr  # noqa: B018 - keep it for error messages after close
         try:
             FD.close(self)
         except OSError as e:
-            raise operror("close", self.net, self._laddr, self._raddr, e) from None
+            raise operror("close", self._net, self._laddr, self._raddr, e) from None
 
     def __enter__(self):
         return self
@@ -464,8 +568,8 @@ class _NetFD(FD):
         self.close()
 
     def __repr__(self) -> str:
-        state = "closed" if self.closed else f"fd={self.sysfd}"
-        return f"<{type(self).__name__} {self.net} {self._laddr}->{self._raddr} {state}>"
+        state = "closed" if self.closed else f"fd={self.fileno()}"
+        return f"<{type(self).__name__} {self._net} {self._laddr}->{self._raddr} {state}>"
 
 
 class Conn(_NetFD):
@@ -475,24 +579,33 @@ class Conn(_NetFD):
     at EOF; ``await write(data)`` writes all of data. Both raise OpError.
     """
 
+    async def sendfile(self, file: Any, offset: int = 0, count: Optional[int] = None) -> int:
+        """Send ``count`` bytes (None: to EOF) of the binary file ``file`` from
+        ``offset`` with sendfile(2), falling back to read+write; returns the
+        count sent (netpoll.file.sendfile)."""
+        from netpoll.file import sendfile
+
+        return await sendfile(self, file, offset, count)
+
     def close_write(self) -> None:
         """Shut down the writing side (the peer reads EOF)."""
-        self._shutdown(_socket.SHUT_WR)
+        self._close_side(_socket.SHUT_WR)
 
     def close_read(self) -> None:
-        self._shutdown(_socket.SHUT_RD)
+        """Shut down the reading side (later reads return EOF)."""
+        self._close_side(_socket.SHUT_RD)
 
-    def _shutdown(self, how: int) -> None:
+    def _close_side(self, how: int) -> None:
         try:
-            self.shutdown(how)
+            self._shutdown(how)
         except OSError as e:
-            raise operror("close", self.net, self._laddr, self._raddr, e) from None
+            raise operror("close", self._net, self._laddr, self._raddr, e) from None
 
     def _setopt(self, level: int, opt: int, value: Any) -> None:
         try:
-            self.control(lambda s: s.setsockopt(level, opt, value))
+            self._control(lambda s: s.setsockopt(level, opt, value))
         except OSError as e:
-            raise operror("set", self.net, self._laddr, self._raddr, e) from None
+            raise operror("set", self._net, self._laddr, self._raddr, e) from None
 
     def set_no_delay(self, on: bool = True) -> None:
         self._setopt(_socket.IPPROTO_TCP, _socket.TCP_NODELAY, int(on))
@@ -512,59 +625,111 @@ class Conn(_NetFD):
         self._setopt(_socket.SOL_SOCKET, _socket.SO_LINGER, struct.pack("ii", on, sec))
 
 
-class Listener(_NetFD):
-    """A stream listener; ``await accept()`` returns a Conn."""
+class Listener:
+    """A stream listener; ``await accept()`` returns a Conn.
 
-    _unlink: Optional[str] = None
+    It holds its descriptor (Go's TCPListener{fd *netFD}) instead of being
+    one, so it has a listener's names only: no read or write.
+    """
+
+    __slots__ = ("_fd", "_unlink")
+
+    def __init__(self, sock: _socket.socket) -> None:
+        self._fd = _newfd(_NetFD, sock)
+        self._unlink: Optional[str] = None
+
+    def _init(self, net: str, laddr: Optional[Addr], raddr: Optional[Addr]) -> None:
+        self._fd._init(net, laddr, raddr)
 
     @property
     def addr(self) -> Addr:
-        return self._laddr  # type: ignore[return-value]
+        return self._fd._laddr  # type: ignore[return-value]
 
-    async def accept(self) -> Conn:  # type: ignore[override]
-        sock, _ = await FD.accept(self)
+    @property
+    def closed(self) -> bool:
+        return self._fd.closed
+
+    def fileno(self) -> int:
+        return self._fd.fileno()
+
+    def set_deadline(self, t: Optional[float]) -> None:
+        """Deadline for accept: absolute ``netpoll.now()`` seconds; None is
+        the only "no deadline", a past time (0 included) expires at once."""
+        self._fd._deadline(t, "r")
+
+    async def accept(self) -> Conn:
+        fd = self._fd
+        sock, _ = await fd._accept()
         try:
-            conn = Conn(sock)
+            conn = _newfd(Conn, sock)
         except BaseException as e:
             _close_quietly(sock)
             if isinstance(e, _WRAPPED):
-                raise operror("accept", self.net, None, self._laddr, e) from None
+                raise operror("accept", fd._net, None, fd._laddr, e) from None
             raise
-        if self.net != "unix":
+        if fd._net != "unix":
             _set_tcp_defaults(sock)
-        conn._init(self.net, self._laddr if self.net == "unix" else None, None)
+        conn._init(fd._net, fd._laddr if fd._net == "unix" else None, None)
         return conn
 
     def close(self) -> None:
-        was_open = not self.closed
-        super().close()
+        """Close at once (the address is free again); a blocked accept wakes
+        with ClosedError. Closing twice is a no-op."""
+        was_open = not self._fd.closed
+        self._fd.close()
         if was_open and self._unlink:
             try:
                 os.unlink(self._unlink)
             except OSError:
                 pass
 
+    def __enter__(self) -> "Listener":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else f"fd={self.fileno()}"
+        return f"<Listener {self._fd._net} {self.addr} {state}>"
+
+
+class WriteToConnectedError(OSError):
+    """write_to on a dialed datagram conn (Go's net.ErrWriteToConnected)."""
+
+    def __init__(self, msg: str = "use of WriteTo with pre-connected connection") -> None:
+        super().__init__(_errno.EISCONN, msg)
+
+    def __str__(self) -> str:
+        return self.strerror or ""
+
+    def __reduce__(self):
+        return (type(self), (self.strerror,))
+
 
 class PacketConn(_NetFD):
-    """A datagram socket (UDP or unixgram)."""
+    """A datagram socket (UDP or unixgram). A dialed one (net.dial("udp",
+    ...)) is connected: it reads and writes, and write_to is refused."""
 
     async def read_from(self, buf: Any) -> tuple[int, Optional[Addr]]:
         """Receive one datagram into ``buf`` (truncated to fit): (n, sender)."""
-        n, sa = await self.recvfrom(buf)
-        return n, _sockaddr_to_addr(self.net, sa)
+        n, sa = await self._recvfrom(buf)
+        return n, _sockaddr_to_addr(self._net, sa)
 
     async def write_to(self, data: Any, addr: AddrLike) -> int:
         """Send ``data`` as one datagram to ``addr``; returns len(data)."""
         try:
-            a = resolve_addr(self.net, addr)
+            a = resolve_addr(self._net, addr)
         except (AddrError, UnknownNetworkError) as e:
-            raise operror("write", self.net, self._laddr, None, e) from None
+            raise operror("write", self._net, self._laddr, None, e) from None
+        if self._raddr is not None:
+            raise operror("write", self._net, self._laddr, a, WriteToConnectedError())
         try:
             sa = self._family_sockaddr(a)
         except AddrError as e:
-            raise operror("write", self.net, self._laddr, a, e) from None
+            raise operror("write", self._net, self._laddr, a, e) from None
         try:
-            return await self.sendto(data, sa)
+            return await self._sendto(data, sa)
         except OpError as e:
             # Go: a WriteTo error names the destination (Addr), not raddr.
             if e.addr is None:
@@ -573,23 +738,23 @@ class PacketConn(_NetFD):
 
     def _family_sockaddr(self, a: Addr) -> Any:
         if isinstance(a, TCPAddr):
-            fam = self.sock.family
+            fam = self._sock.family
             if fam == _socket.AF_INET6 and a.family == _socket.AF_INET:
                 return (f"::ffff:{a.host}", a.port, 0, 0)
             if fam == _socket.AF_INET and a.family == _socket.AF_INET6:
                 raise AddrError("non-IPv4 address", str(a))
         return a.sockaddr()
 
-    # A connected datagram socket (net.dial("udp", ...)) also reads and writes.
-
 
 # ---------------------------------------------------------------------------
 # listen, dial, listen_packet
 # ---------------------------------------------------------------------------
 
-def _bind(net: str, laddr: Addr, sotype: int, ipopt: int, make: Callable[[_socket.socket], Any]) -> Any:
+def _bind(net: str, laddr: Addr, sotype: int, ipopt: int, make: Callable[[_socket.socket], Any],
+          prepare: Optional[Callable[[_socket.socket, Addr], None]] = None) -> Any:
     # listen's and listen_packet's common part: socket, options (ipopt on IP
-    # sockets), bind, then make(sock) wraps it (after listen(2) for streams).
+    # sockets; then prepare(sock, laddr), ListenConfig's), bind, then
+    # make(sock) wraps it (after listen(2) for streams).
     # Any failure closes the socket and leaves as OpError("listen").
     if isinstance(laddr, TCPAddr):
         laddr = _wildcard(net, laddr)
@@ -598,6 +763,8 @@ def _bind(net: str, laddr: Addr, sotype: int, ipopt: int, make: Callable[[_socke
         if isinstance(laddr, TCPAddr):
             sock.setsockopt(_socket.SOL_SOCKET, ipopt, 1)
             _set_v6only(sock, net, laddr)
+        if prepare is not None:
+            prepare(sock, laddr)
         sock.bind(laddr.sockaddr())
         fd = make(sock)
     except BaseException as e:
@@ -630,7 +797,7 @@ def listen(network: str, address: AddrLike, backlog: Optional[int] = None) -> Li
         return Listener(sock)
 
     ln = _bind(net, laddr, _socket.SOCK_STREAM, _socket.SO_REUSEADDR, make)
-    if isinstance(laddr, UnixAddr) and not laddr.path.startswith("\0"):
+    if isinstance(laddr, UnixAddr) and not laddr.abstract:
         ln._unlink = laddr.path
     return ln
 
@@ -643,70 +810,42 @@ def listen_packet(network: str, address: AddrLike) -> PacketConn:
     except ValueError as e:
         raise operror("listen", net, None, None, e) from None
     return _bind(net, laddr, _socket.SOCK_DGRAM, _socket.SO_BROADCAST,
-                 lambda sock: PacketConn(sock, stream=False))
+                 lambda sock: _newfd(PacketConn, sock, stream=False))
 
 
 async def dial(network: str, address: AddrLike, timeout: Optional[float] = None,
                local_addr: Optional[AddrLike] = None) -> Union[Conn, PacketConn]:
-    """Connect to ``address`` (tcp, tcp4, tcp6, unix, udp, udp4, udp6, unixgram).
+    """Connect to ``address`` (tcp, tcp4, tcp6, unix, udp, udp4, udp6, unixgram):
+    ``Dialer(timeout=timeout, local_addr=local_addr).dial(network, address)``.
 
-    ``timeout`` (seconds) bounds the connect; a timeout <= 0 fails at once
-    with a TimeoutError. The connect is non-blocking: EINPROGRESS, wait for
-    writability, read SO_ERROR, and confirm with getpeername (a poller may
-    wake spuriously).
+    A name is resolved without blocking the runtime and every address it has
+    is tried (see Dialer). ``timeout`` (seconds) bounds the whole dial; as
+    in Go, None and 0 both mean no timeout, and a negative timeout fails at
+    once with a TimeoutError. ``local_addr`` binds the socket first; a
+    wildcard host (``0.0.0.0``, ``::``) fits a remote address of either
+    family. The conn's ``remote_addr`` is the peer name (getpeername).
     """
-    from netpoll.runtime import now
+    return await Dialer(timeout=timeout, local_addr=local_addr).dial(network, address)
 
-    all_nets = {**STREAM_NETS, **PACKET_NETS}
-    net = _check_net("dial", network, all_nets)
-    try:
-        raddr = resolve_addr(net, address)
-        laddr = resolve_addr(net, local_addr) if local_addr is not None else None
-        timeout = _seconds(timeout, "timeout")
-        if timeout is not None:
-            deadline = now() + float(timeout)
-            deadline_ns(deadline)  # NaN is a ValueError here
-    except (ValueError, TypeError) as e:
-        raise operror("dial", net, None, None, e) from None
-    if timeout is not None and timeout <= 0:
-        raise operror("dial", net, laddr, raddr, DeadlineExceededError())
-    stream = net in STREAM_NETS
-    sock = _new_socket("dial", net, _family_for(net, raddr), _socket.SOCK_STREAM if stream else _socket.SOCK_DGRAM,
-                       laddr, raddr)
-    fd: Optional[_NetFD] = None
-    try:
-        if not stream and not isinstance(raddr, UnixAddr):
-            sock.setsockopt(_socket.SOL_SOCKET, _socket.SO_BROADCAST, 1)
-        if laddr is not None:
-            sock.bind(laddr.sockaddr())
-        err = hooks.connect(sock, raddr.sockaddr())
-        if err not in (0, _errno.EISCONN, _errno.EINPROGRESS, _errno.EALREADY, _errno.EINTR):
-            raise OSError(err, os.strerror(err))
-        fd = (Conn if stream else PacketConn)(sock, stream=stream)
-        fd._init(net, None, raddr)
-        if err in (_errno.EINPROGRESS, _errno.EALREADY, _errno.EINTR):
-            if timeout is not None:
-                fd.set_deadline(deadline, "w")
-            await _connect_wait(fd, sock)
-            if timeout is not None:
-                fd.set_deadline(None, "w")
-    except BaseException as e:
-        if fd is not None:
-            fd.close()
-        else:
-            _close_quietly(sock)
-        if isinstance(e, _WRAPPED):
-            raise operror("dial", net, laddr, raddr, e) from None
-        raise
-    if stream and net != "unix":
-        _set_tcp_defaults(sock)
-    fd._laddr = _sockaddr_to_addr(net, sock.getsockname())
-    return fd
+
+def _local_for(laddr: Optional[Addr], raddr: Addr) -> Optional[Addr]:
+    # Go's resolveAddrList filter: a local IP address must be of the remote
+    # address's family, except a wildcard, which fits either.
+    if not isinstance(laddr, TCPAddr) or not isinstance(raddr, TCPAddr) or not raddr.host:
+        return laddr
+    if laddr.host in ("", "0.0.0.0", "::"):
+        if not laddr.host:
+            return laddr
+        return type(laddr)("::" if raddr.family == _socket.AF_INET6 else "0.0.0.0", laddr.port)
+    if laddr.family != raddr.family:
+        raise AddrError("no suitable address found (the local and remote addresses are of different families)",
+                        str(laddr))
+    return laddr
 
 
 async def _connect_wait(fd: _NetFD, sock: _socket.socket) -> None:
     while True:
-        await fd.wait_write()
+        await fd._wait_write()
         err = hooks.getsockopt(sock, _socket.SOL_SOCKET, _socket.SO_ERROR)
         if err in (_errno.EINPROGRESS, _errno.EALREADY, _errno.EINTR):
             continue
@@ -721,3 +860,9 @@ async def _connect_wait(fd: _NetFD, sock: _socket.socket) -> None:
             return
         except OSError:
             continue
+
+
+# Resolving, dialing and listening with options live in their own modules;
+# they build on everything above.
+from netpoll._dial import Dialer, ListenConfig, join_host_port, split_host_port  # noqa: E402
+from netpoll._resolve import DNSError, Resolver, lookup_host, lookup_ip, lookup_port  # noqa: E402

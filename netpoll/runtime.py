@@ -1,4 +1,4 @@
-"""The goroutine runtime's public face: run, go, sleep, now, to_thread."""
+"""The goroutine runtime's public face: run, go, sleep, now, to_thread, current_runtime."""
 
 from __future__ import annotations
 
@@ -25,6 +25,8 @@ def run(coro: Coroutine[Any, Any, T], *, backend: Optional[str] = None) -> T:
     from netpoll import BACKEND
 
     try:
+        if _sched.running():
+            raise RuntimeError("netpoll.run() cannot be called from a running netpoll runtime")
         name = BACKEND if backend is None else resolve(backend, "backend")
         sched = _sched.Sched(backend_class(name)())
     except BaseException:
@@ -74,11 +76,7 @@ async def to_thread(fn: Callable[..., T], *args: Any) -> T:
     return await _sched.park(commit)
 
 
-def go_threadsafe(runtime: "_sched.Sched", coro: Coroutine[Any, Any, Any]) -> None:
-    """Start a goroutine in ``runtime`` (``netpoll.current_runtime()``) from any thread."""
-    runtime.go_threadsafe(coro)
-
-
 def current_runtime() -> "_sched.Sched":
-    """The runtime running in this thread, for handing to other threads."""
+    """The runtime running in this thread, for handing to other threads:
+    ``rt.go_threadsafe(coro)`` starts a goroutine in it from any thread."""
     return _sched.current()

@@ -186,7 +186,7 @@ def test_a_deadline_in_now_seconds_fires_when_now_reaches_it(backend_name):
             f = _fd.FD(a)
             try:
                 at = netpoll.now() + 0.1
-                f.set_deadline(at)
+                f._set_deadline(at)
                 with pytest.raises(netpoll.DeadlineExceededError):
                     await f.read(bytearray(1))
                 return netpoll.now() - at

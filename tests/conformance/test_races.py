@@ -99,7 +99,7 @@ def test_a_goroutine_whose_conn_closes_between_the_checks_does_not_hang(backend_
                 b.between = lambda pd: f.close()
                 exc = netpoll.ClosedError
             else:
-                b.between = lambda pd: f.set_deadline(netpoll.now() - 1)
+                b.between = lambda pd: f._set_deadline(netpoll.now() - 1)
                 exc = netpoll.DeadlineExceededError
             try:
                 with pytest.raises(exc):

@@ -28,9 +28,9 @@ GET_10 = b"GET / HTTP/1.0\r\n\r\n"
 
 
 class Server:
-    def __init__(self, backend_name: str) -> None:
+    def __init__(self, backend_name: str, *args: str) -> None:
         env = dict(os.environ, NETPOLL_BACKEND=backend_name)
-        self.proc = subprocess.Popen([sys.executable, str(EXAMPLE), "--port", "0"], env=env,
+        self.proc = subprocess.Popen([sys.executable, str(EXAMPLE), "--port", "0", *args], env=env,
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         line = readline(self.proc, 10)
         m = re.search(r"serving http://127\.0\.0\.1:(\d+) \(backend (\w+)\)", line)

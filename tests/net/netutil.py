@@ -63,8 +63,8 @@ async def read_all(conn: Any, bufsize: int = 65536, limit: int = 1 << 30) -> byt
 def small_buffers(*conns: Any, size: int = 4096) -> None:
     """Shrink the kernel buffers so a send path fills with little data."""
     for c in conns:
-        c.control(lambda s: s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, size))
-        c.control(lambda s: s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size))
+        c._control(lambda s: s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, size))
+        c._control(lambda s: s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size))
 
 
 async def fill(conn: Any, chunk: int = 1 << 16, max_chunks: int = 1024) -> int:

@@ -240,13 +240,13 @@ def test_tcp_defaults_on_conns(backend_name):
         ln, c, s = await stream_pair()
         try:
             for conn in (c, s):
-                nodelay = conn.control(lambda so: so.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
-                keepalive = conn.control(lambda so: so.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE))
+                nodelay = conn._control(lambda so: so.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+                keepalive = conn._control(lambda so: so.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE))
                 assert nodelay and keepalive
             c.set_no_delay(False)
-            assert not c.control(lambda so: so.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+            assert not c._control(lambda so: so.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
             c.set_keep_alive(False)
-            assert not c.control(lambda so: so.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE))
+            assert not c._control(lambda so: so.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE))
         finally:
             c.close()
             s.close()

@@ -375,7 +375,7 @@ def test_inject_close_before(backend_name, sw, code):
         assert fd in sw.sockets()
         with pytest.raises(netpoll.ClosedError):
             await c.read(bytearray(1))
-        hooks.close(c.sock)
+        hooks.close(c._sock)
         assert fd not in sw.sockets()
         s.close()
         ln.close()

@@ -206,7 +206,10 @@ class Example:
                 self.outcomes.append((name, "data"))
             elif kind == "deadline":
                 target, mode, off = self.target(o[1]), o[2], o[3]
-                target.set_deadline(None if off is None else netpoll.now() + off, mode)
+                # A listener has one deadline (accept's).
+                setter = "set_deadline" if o[1] == "L" else {
+                    "r": "set_read_deadline", "w": "set_write_deadline", "rw": "set_deadline"}[mode]
+                getattr(target, setter)(None if off is None else netpoll.now() + off)
                 self.outcomes.append((name, "done"))
             elif kind == "close":
                 self.target(o[1]).close()
@@ -238,7 +241,7 @@ class Example:
 
             def inject() -> None:
                 time.sleep(ms / 1000)
-                netpoll.go_threadsafe(rt, self.perform(o, name))
+                rt.go_threadsafe(self.perform(o, name))
 
             await netpoll.to_thread(inject)
         else:

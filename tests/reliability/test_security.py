@@ -119,7 +119,7 @@ def test_listeners_do_not_set_reuseport(backend_name):
         for network, addr in nets:
             ln = net.listen(network, addr)
             try:
-                on = ln.control(lambda s: s.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT))
+                on = ln._fd._control(lambda s: s.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT))
                 assert on == 0, f"{network} {addr}: SO_REUSEPORT is set"
                 port = ln.addr.port
                 with pytest.raises(net.OpError) as ei:
@@ -135,7 +135,7 @@ def test_listeners_do_not_set_reuseport(backend_name):
                 ln.close()
         pc = net.listen_packet("udp", "127.0.0.1:0")
         try:
-            on = pc.control(lambda s: s.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT))
+            on = pc._control(lambda s: s.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT))
             assert on == 0, "udp: SO_REUSEPORT is set"
             with pytest.raises(net.OpError) as ei:
                 net.listen_packet("udp", pc.local_addr)

@@ -911,7 +911,7 @@ def test_go_threadsafe_starts_goroutine(backend_name):
 
         def other():
             time.sleep(0.02)
-            netpoll.go_threadsafe(rt, from_thread(ev, tid))
+            rt.go_threadsafe(from_thread(ev, tid))
 
         t = threading.Thread(target=other)
         t.start()
@@ -939,7 +939,7 @@ def test_go_threadsafe_wakes_a_blocked_poller(backend_name):
     async def main():
         rt = netpoll.current_runtime()
         t0 = time.monotonic()
-        threading.Timer(0.05, netpoll.go_threadsafe, args=(rt, from_thread())).start()
+        threading.Timer(0.05, rt.go_threadsafe, args=(from_thread(),)).start()
         for _ in range(100):
             if started:
                 break
@@ -957,7 +957,7 @@ def test_go_threadsafe_from_to_thread_worker(backend_name):
     async def main():
         rt = netpoll.current_runtime()
         ch = netpoll.Chan(1)
-        await netpoll.to_thread(netpoll.go_threadsafe, rt, child(ch))
+        await netpoll.to_thread(rt.go_threadsafe, child(ch))
         return await ch.recv()
 
     assert netpoll.run(main(), backend=backend_name) == "hello"
