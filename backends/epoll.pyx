@@ -16,15 +16,15 @@
 #   cookie is all ones, a slot the pollcache never reaches.
 # Timeout: epoll_wait counts milliseconds (delay_ms of delay.pxd).
 
-from cpython.exc cimport PyErr_CheckSignals, PyErr_SetFromErrno
+from cpython.exc cimport PyErr_SetFromErrno
 from libc.stdint cimport int64_t, uint32_t, uint64_t
 
 from netpoll._netpoll cimport (Backend, PollDesc, netpollevent, netpolltoken,
                                MODE_R, MODE_W, MODE_RW)
-from delay cimport delay_ms
+from delay cimport delay_ms, wait_interrupted
 from netpoll._syscall cimport HAVE_EVENTFD
 from sys_epoll cimport *
-from sys_unix cimport EINTR, errno, close
+from sys_unix cimport close
 from wakepipe cimport *
 
 cdef enum:
@@ -87,12 +87,7 @@ cdef class EpollBackend(Backend):
                 n = epoll_wait(self.epfd, self.events, NEVENTS, timeout)
             if n >= 0:
                 break
-            if errno != EINTR:
-                PyErr_SetFromErrno(OSError)
-            # A signal: let its Python handler run (KeyboardInterrupt leaves
-            # here); with a timeout the caller recomputes its sleep.
-            PyErr_CheckSignals()
-            if timeout > 0:
+            if wait_interrupted(timeout > 0):
                 return to_run
         for i in range(n):
             m = self.events[i].events

@@ -21,15 +21,15 @@
 #   (Go's AIX poller gets the same guarantee from mtxset.)
 # Timeout: poll counts milliseconds (delay_ms of delay.pxd).
 
-from cpython.exc cimport PyErr_CheckSignals, PyErr_SetFromErrno
+from cpython.exc cimport PyErr_SetFromErrno
 from libc.stdint cimport int64_t
 from libc.stdlib cimport free, realloc
 
 from netpoll._netpoll cimport (Backend, PollDesc, netpollevent,
                                MODE_R, MODE_W, MODE_RW)
-from delay cimport delay_ms
+from delay cimport delay_ms, wait_interrupted
 from sys_poll cimport *
-from sys_unix cimport EBADF, EEXIST, EINTR, ENOENT, errno
+from sys_unix cimport EBADF, EEXIST, ENOENT
 from wakepipe cimport *
 
 
@@ -136,12 +136,7 @@ cdef class PollBackend(Backend):
                 n = poll(pfds, npfd, timeout)
             if n >= 0:
                 break
-            if errno != EINTR:
-                PyErr_SetFromErrno(OSError)
-            # A signal: let its Python handler run (KeyboardInterrupt leaves
-            # here); with a timeout the caller recomputes its sleep.
-            PyErr_CheckSignals()
-            if timeout > 0:
+            if wait_interrupted(timeout > 0):
                 return to_run
         if n > 0 and pfds[0].revents:
             n -= 1

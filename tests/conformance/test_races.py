@@ -43,7 +43,8 @@ def interposed(backend_name: str):
             if f is not None:
                 self.ran += 1
                 f(pd)
-            if base.needs_arm:
+            # A close in the window may have freed the registration already.
+            if base.needs_arm and not pd.closing:
                 super().netpollarm(pd, mode)
 
     return Interposed()
