@@ -43,20 +43,42 @@ def cmd_echo(args: argparse.Namespace) -> int:
         print(f"python -m netpoll echo: {e}", file=sys.stderr)
         return 2
 
+    ssl_ctx = None
+    if args.tls is not None:
+        from netpoll import tls
+        from netpoll._tlscert import server_context
+
+        if len(args.tls) > 2:
+            print("python -m netpoll echo: --tls takes CERT [KEY], or nothing for a throwaway certificate",
+                  file=sys.stderr)
+            return 2
+        try:
+            ssl_ctx = server_context(*args.tls)
+        except (OSError, RuntimeError) as e:
+            print(f"python -m netpoll echo: --tls: {e}", file=sys.stderr)
+            return 1
+
     async def handle(conn):
         buf = bytearray(65536)
         mv = memoryview(buf)
         try:
             with conn:
+                if ssl_ctx is not None:  # a client that stalls the handshake is dropped
+                    conn.set_read_deadline(netpoll.now() + 10)
+                    await conn.handshake()
+                    conn.set_read_deadline(None)
                 while n := await conn.read(buf):
                     await conn.write(mv[:n])
         except OSError:
             pass  # a reset, a broken pipe: this connection only
 
     async def main():
-        ln = net.listen("tcp", (args.host, args.port))
+        ln = net.listen("tcp", (args.host, args.port)) if ssl_ctx is None else \
+            tls.listen("tcp", (args.host, args.port), ssl_ctx)
         try:
-            print(f"netpoll echo server listening on {ln.addr} (backend {backend}); Ctrl-C to stop", flush=True)
+            over = " over TLS" if ssl_ctx is not None else ""
+            print(f"netpoll echo server listening on {ln.addr} (backend {backend}){over}; Ctrl-C to stop",
+                  flush=True)
             while True:
                 try:
                     conn = await ln.accept()
@@ -103,6 +125,13 @@ def _conns(s: str) -> list[int]:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     from netpoll.benchmark import build, runner
+
+    if args.instructions:
+        return cmd_bench_instructions(args)
+    if args.tls:
+        from netpoll.benchmark import tls_bench
+
+        return tls_bench.run_from_args(args)
 
     given_conns, given_rounds = args.conns, args.rounds
     preset = QUICK if args.quick else FULL
@@ -156,6 +185,33 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_instructions(args: argparse.Namespace) -> int:
+    from netpoll.benchmark import build, instructions, runner
+
+    given = args.conns or [instructions.DEFAULT_CONNS]
+    try:
+        counts = instructions.parse_messages(args.messages)
+        if len(given) != 1:
+            raise ValueError(f"one --conns count at a time, not {len(given)}")
+        instructions.check()
+        build.loadgen()
+    except (ValueError, instructions.Unavailable, build.BuildError) as e:
+        print(f"python -m netpoll bench --instructions: {e}", file=sys.stderr)
+        return 2
+    sel = runner.select_servers(instructions.servers(None, args.netpoll_bufsize), args.servers)
+    try:
+        res = instructions.run_instructions(sel, counts, given[0], args.size, keep=args.callgrind_dir,
+                                            top=args.top)
+    except instructions.Unavailable as e:
+        print(f"python -m netpoll bench --instructions: {e}", file=sys.stderr)
+        return 2
+    print(instructions.instructions_table(res, args.markdown))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(res, f, indent=1)
+    return 1 if any("failed" in r for r in res["rows"]) else 0
+
+
 # -- the parser --------------------------------------------------------------------
 
 
@@ -172,6 +228,9 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     e.add_argument("--port", type=int, default=7007, help="port (default 7007; 0 picks a free one)")
     e.add_argument("--backend", default=None, help="netpoll backend (default: NETPOLL_BACKEND or the best)")
+    e.add_argument("--tls", nargs="*", metavar="CERT KEY", default=None,
+                   help="serve TLS (netpoll.tls) with this certificate and key, or a throwaway "
+                        "self-signed certificate for localhost when none is given")
 
     b = sub.add_parser(
         "bench", help="the echo benchmark against asyncio, uvloop, trio, gevent, selectors and Go",
@@ -211,7 +270,26 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--idle", type=int, nargs="?", const=10000, default=0, metavar="N",
                    help="instead: RSS per idle connection with N (default 10,000) idle connections, and the "
                         "throughput of --active connections with 0 and with N idle ones, per server")
+    b.add_argument("--instructions", action="store_true",
+                   help="instead: user-space instructions per echoed message under valgrind's callgrind "
+                        "(two runs of exact message counts, their difference; 16 connections unless --conns "
+                        "says otherwise), and the ratio to uvloop protocols. Servers: netpoll-echo "
+                        "(python -m netpoll echo), netpoll (the benchmark's server), uvloop-protocols, "
+                        "uvloop-streams, asyncio-protocols, asyncio-buffered, asyncio-streams, selectors, "
+                        "trio, gevent. User space only: the kernel's share shows in --syscalls and the "
+                        "wall-clock runs")
+    b.add_argument("--messages", default="2000,10000", metavar="A,B",
+                   help="--instructions: the two runs' message counts (default 2000,10000)")
+    b.add_argument("--top", type=int, default=0, metavar="K",
+                   help="--instructions: also the K functions with the most self instructions per message "
+                        "(callgrind_annotate, the same two-run difference)")
+    b.add_argument("--callgrind-dir", default=None, metavar="DIR",
+                   help="--instructions: keep the callgrind output files in DIR")
     b.add_argument("--active", type=int, default=64, help="active connections for --idle (default 64)")
+    b.add_argument("--tls", action="store_true",
+                   help="instead: the TLS benchmark (netpoll.tls vs asyncio+ssl, uvloop+ssl, Go crypto/tls): "
+                        "echo at 64 B and 16 KiB, handshakes/s, RSS per idle TLS conn; needs go "
+                        "(netpoll/benchmark/tls_bench.py)")
     b.add_argument("--netpoll-bufsize", type=int, default=65536,
                    help="the netpoll servers' per-connection read buffer (default 65536)")
     return p

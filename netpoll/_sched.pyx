@@ -336,8 +336,14 @@ cdef class Sched:
         with self.lock:
             return not self.injected and self.external == 0
 
-    def run(self, coro):
-        """Run ``coro`` as the main goroutine until it returns (this loop is the event loop)."""
+    def run(self, coro, *, bint end=True):
+        """Run ``coro`` as the main goroutine until it returns (this loop is the event loop).
+
+        ``end=False`` keeps the runtime for another run (netpoll.aio runs one
+        per ``run_forever``): goroutines still parked stay parked, the poller
+        stays open, and of the goroutine failures only those whose handle was
+        dropped are raised, each once.
+        """
         if getattr(_tls, "sched", None) is not None:
             raise RuntimeError("netpoll.run() cannot be called from a running netpoll runtime")
         cdef G main = self.newproc(coro)
@@ -356,7 +362,7 @@ cdef class Sched:
                 if main.done:
                     break
                 if self.lost:
-                    raise self.lost[0]
+                    raise self.lost.pop(0)
                 # 2. Expired timers (sleep, deadlines).
                 to_run = []
                 now = nanotime()
@@ -393,12 +399,13 @@ cdef class Sched:
                     self.injectglist()
         finally:
             _tls.sched = None
-            self.shutdown(main)
+            if end:
+                self.shutdown(main)
         if self.lost:
-            raise self.lost[0]
+            raise self.lost.pop(0)
         if main.exc is not None:
             raise main.exc
-        for ref, exc in list(self.unobserved.items()):
+        for ref, exc in list(self.unobserved.items()) if end else ():
             if ref() is not main:
                 raise exc
         return main.retval

@@ -22,12 +22,13 @@ import pytest
 try:
     import netpoll
 except ImportError:  # a source checkout built in place, not installed
-    _src = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    sys.path.insert(0, _src)
-    # Programs the tests start (python -m netpoll, examples) need it too.
-    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (_src, os.environ.get("PYTHONPATH")) if p)
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     import netpoll
-from conformance_support import FD_DIR, SCAN_GAP, Kit, describe_fd, open_fds, shadowed_tests
+# Programs the tests start (python -m netpoll, the examples) import the
+# netpoll under test, whether installed or built in place.
+_root = os.path.dirname(os.path.dirname(os.path.abspath(netpoll.__file__)))
+os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (_root, os.environ.get("PYTHONPATH")) if p)
+from support import FD_DIR, SCAN_GAP, Kit, describe_fd, open_fds, shadowed_tests
 
 BACKENDS = [netpoll.BACKEND] if os.environ.get("NETPOLL_BACKEND") else netpoll.available_backends()
 

@@ -1,6 +1,6 @@
 """The suite's own guards: shadowed-test detection."""
 
-from conformance_support import shadowed_tests
+from support import shadowed_tests
 
 
 def test_a_test_defined_twice_is_found():

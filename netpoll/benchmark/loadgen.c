@@ -15,6 +15,12 @@
  * on stdin before the active phase, so the caller can look at the server.
  * --conns 0 skips the active phase.
  *
+ * --messages N replaces the clock by a count: the C connections share
+ * exactly N echoes (N / C each, one more for the first N % C), with no
+ * warm-up, and the run ends when the last one is back. Two runs that differ
+ * only in N differ in the server's work by exactly that many messages,
+ * which is what instruction counting needs (start-up and shut-down cancel).
+ *
  * Build: cc -O2 -o loadgen loadgen.c (Linux).
  */
 #define _GNU_SOURCE
@@ -55,6 +61,7 @@ typedef struct {
     size_t sent;
     size_t recvd;
     uint64_t t_sent;
+    uint64_t quota; /* --messages: echoes still to start on this connection */
 } conn_t;
 
 static char *host = "127.0.0.1";
@@ -66,6 +73,7 @@ static double duration = 5.0;
 static int server_pid = 0;
 static long nidle = 0;
 static int idle_wait = 0;
+static uint64_t exact = 0; /* --messages N, 0: timed */
 
 static char *payload;
 static char *rbuf;
@@ -279,7 +287,7 @@ static int send_msg(conn_t *c, uint64_t t) {
 static void usage(void) {
     fprintf(stderr,
             "usage: loadgen --port P [--host H] [--conns C] [--size M] [--warmup W]\n"
-            "               [--duration D] [--pid SERVER_PID] [--idle N] [--idle-wait]\n");
+            "               [--duration D] [--messages N] [--pid SERVER_PID] [--idle N] [--idle-wait]\n");
     exit(2);
 }
 
@@ -309,12 +317,26 @@ int main(int argc, char **argv) {
             server_pid = atoi(v);
         else if (!strcmp(a, "--idle"))
             nidle = atol(v);
+        else if (!strcmp(a, "--messages")) {
+            char *end;
+            exact = strtoull(v, &end, 10);
+            if (*end || exact == 0 || v[0] == '-') {
+                fprintf(stderr, "loadgen: --messages wants a count >= 1, not %s\n", v);
+                return 2;
+            }
+        }
         else
             usage();
         i++;
     }
     if (port <= 0 || nconns < 0 || msgsize == 0 || duration <= 0 || warmup < 0 || nidle < 0)
         usage();
+    if (exact && nconns == 0) {
+        fprintf(stderr, "loadgen: --messages needs --conns >= 1\n");
+        return 2;
+    }
+    if (exact)
+        warmup = 0;
     signal(SIGPIPE, SIG_IGN);
 
     struct rlimit rl;
@@ -379,6 +401,7 @@ int main(int argc, char **argv) {
             break;
         }
         conns[i].fd = fd;
+        conns[i].quota = exact ? exact / (uint64_t)nconns + ((uint64_t)i < exact % (uint64_t)nconns) : 0;
         struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &conns[i]};
         epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev);
         live++;
@@ -396,12 +419,18 @@ int main(int argc, char **argv) {
         uint64_t t0 = now_ns();
         uint64_t t_measure = t0 + (uint64_t)(warmup * 1e9);
         uint64_t t_end = t_measure + (uint64_t)(duration * 1e9);
-        for (int i = 0; i < nconns; i++)
+        for (int i = 0; i < nconns; i++) {
+            if (exact) {
+                if (conns[i].quota == 0)
+                    continue;
+                conns[i].quota--;
+            }
             if (send_msg(&conns[i], t0) < 0) {
                 conns[i].dead = 1;
                 errors++;
                 live--;
             }
+        }
         int measuring = warmup <= 0;
         double cpu0 = 0;
         uint64_t tm0 = t0;
@@ -420,10 +449,10 @@ int main(int argc, char **argv) {
                 busy0 = machine_busy();
                 tm0 = now_ns();
             }
-            if (measuring && t >= t_end)
+            if (exact ? msgs == exact : measuring && t >= t_end)
                 break;
             uint64_t next = measuring ? t_end : t_measure;
-            int timeout = (int)((next - t) / 1000000) + 1;
+            int timeout = exact ? 1000 : (int)((next - t) / 1000000) + 1;
             int n = epoll_wait(ep, evs, 512, timeout);
             if (n < 0) {
                 if (errno == EINTR)
@@ -448,12 +477,17 @@ int main(int argc, char **argv) {
                     if (c->recvd >= msgsize && c->sent == msgsize) {
                         uint64_t now = now_ns();
                         total_msgs++;
-                        if (measuring && now < t_end) {
+                        if (exact || (measuring && now < t_end)) {
                             hist_add(now - c->t_sent);
                             msgs++;
                         }
                         c->recvd = 0;
                         c->sent = 0;
+                        if (exact) {
+                            if (c->quota == 0)
+                                continue;
+                            c->quota--;
+                        }
                         if (send_msg(c, now) < 0)
                             goto failed;
                     }

@@ -4,7 +4,10 @@
 
 Each binds, prints ``READY host:port <what polls>`` on stdout, echoes until
 SIGTERM or SIGINT, and exits 0. Every server is what a user of that library
-would write: netpoll a goroutine per connection with a reused read buffer;
+would write: netpoll a goroutine per connection, in two programs: ``netpoll``
+parks in ``wait_readable`` holding no buffer and takes one from a pool to
+read, ``netpoll-echo`` is ``python -m netpoll echo`` (a buffer of its own
+per connection, read, write);
 asyncio and uvloop streams (``reader.read``/``writer.write``/``drain``) and
 protocols (``data_received`` -> ``transport.write``); asyncio's
 BufferedProtocol (``recv_into`` a reused buffer); trio's ``serve_tcp``;
@@ -49,26 +52,31 @@ def _stop_on_signals() -> None:
 
 
 def serve_netpoll(host: str, port: int, backend: str | None, bufsize: int = BUFSIZE) -> None:
+    from collections import deque
+
     import netpoll
     from netpoll import net
 
     # Buffers come from a pool only while a connection has data: an idle
-    # connection holds none (conn.wait_readable parks without one).
-    pool: list = []
+    # connection holds none (conn.wait_readable parks without one). A deque,
+    # not a list: the pool is near empty under load, and a list reallocates
+    # its array on nearly every pop and append at that size.
+    pool: deque = deque()
+    get, put = pool.pop, pool.append
 
     async def handle(conn):
         read, write, wait = conn.read, conn.write, conn.wait_readable
         try:
             while True:
                 await wait()
-                buf = pool.pop() if pool else memoryview(bytearray(bufsize))
+                buf = get() if pool else memoryview(bytearray(bufsize))
                 try:
                     n = await read(buf)
                     if not n:
                         break
                     await write(buf[:n])
                 finally:
-                    pool.append(buf)
+                    put(buf)
         except OSError:
             pass
         finally:
@@ -85,6 +93,40 @@ def serve_netpoll(host: str, port: int, backend: str | None, bufsize: int = BUFS
                     if isinstance(e, netpoll.ClosedError):
                         raise
                     await netpoll.sleep(0.01)  # EMFILE, or a backend's fd limit
+                    continue
+                netpoll.go(handle(conn))
+        finally:
+            ln.close()
+
+    netpoll.run(main(), backend=backend)
+
+
+def serve_netpoll_echo(host: str, port: int, backend: str | None, bufsize: int = BUFSIZE) -> None:
+    # The handler of `python -m netpoll echo`, line for line.
+    import netpoll
+    from netpoll import net
+
+    async def handle(conn):
+        buf = bytearray(bufsize)
+        mv = memoryview(buf)
+        try:
+            with conn:
+                while n := await conn.read(buf):
+                    await conn.write(mv[:n])
+        except OSError:
+            pass
+
+    async def main():
+        ln = net.listen("tcp", f"{host}:{port}", backlog=BACKLOG)
+        try:
+            _ready(str(ln.addr), f"{backend or netpoll.BACKEND} (netpoll)")
+            while True:
+                try:
+                    conn = await ln.accept()
+                except OSError as e:
+                    if isinstance(e, netpoll.ClosedError):
+                        raise
+                    await netpoll.sleep(0.01)
                     continue
                 netpoll.go(handle(conn))
         finally:
@@ -122,8 +164,15 @@ def _serve_asyncio(loop: str, start) -> None:
     async def main():
         srv = await start()
         h, p = srv.sockets[0].getsockname()[:2]
+        # SIGTERM through the loop: a KeyboardInterrupt raised by a plain
+        # handler lands in whichever callback runs (eof_received, say), and
+        # the loop reports it there and goes on serving.
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, asyncio.current_task().cancel)
         _ready(f"{h}:{p}", _what(loop))
-        await srv.serve_forever()
+        try:
+            await srv.serve_forever()
+        except asyncio.CancelledError:
+            pass
 
     with asyncio.Runner(loop_factory=_loop_factory(loop)) as r:
         r.run(main())
@@ -204,7 +253,13 @@ def serve_trio(host: str, port: int) -> None:
             listeners = await nursery.start(lambda task_status: trio.serve_tcp(
                 handle, port, host=host, backlog=BACKLOG, task_status=task_status))
             h, p = listeners[0].socket.getsockname()[:2]
-            _ready(f"{h}:{p}", "epoll (trio)")
+            # SIGTERM through trio, as asyncio's loop does it: a KeyboardInterrupt
+            # raised by a plain handler can land in trio's own machinery.
+            with trio.open_signal_receiver(signal.SIGTERM) as signals:
+                _ready(f"{h}:{p}", "epoll (trio)")
+                async for _ in signals:
+                    nursery.cancel_scope.cancel()
+                    break
 
     trio.run(main)
 
@@ -317,6 +372,7 @@ def serve_selectors(host: str, port: int) -> None:
 
 SERVE = {
     "netpoll": lambda a: serve_netpoll(a.host, a.port, a.backend, a.bufsize),
+    "netpoll-echo": lambda a: serve_netpoll_echo(a.host, a.port, a.backend, a.bufsize),
     "asyncio-streams": lambda a: serve_streams(a.host, a.port, "asyncio"),
     "asyncio-protocols": lambda a: serve_protocols(a.host, a.port, "asyncio"),
     "asyncio-buffered": lambda a: serve_buffered(a.host, a.port, "asyncio"),

@@ -66,7 +66,8 @@ def test_a_read_eof_alone_wakes_a_parked_writer():
     # the read filter only). The backend's mapping of a read EV_EOF to 'r'
     # and 'w' is all that wakes the writer, who retries and learns the
     # outcome from its write.
-    from conformance_support import Kit, Waiter, fill, settle_edges, wait_for
+    from support import Kit, fill
+    from support.conformance import Waiter, settle_edges, wait_for
 
     b = kqueue.KqueueBackend()
     kit = Kit(b)

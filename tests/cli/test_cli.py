@@ -15,7 +15,7 @@ import pytest
 import netpoll
 from netpoll.benchmark import build
 
-from procutil import readline
+from support import readline
 
 CMD = [sys.executable, "-m", "netpoll"]
 

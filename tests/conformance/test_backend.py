@@ -18,9 +18,8 @@ import time
 import pytest
 
 import netpoll
-from conformance_support import (MS, PD_READY, Waiter, collect, drain,
-                                 error_events, fill, rst_close, settle_edges,
-                                 wait_for)
+from support import MS, drain, fill
+from support.conformance import PD_READY, Waiter, collect, error_events, rst_close, settle_edges, wait_for
 from netpoll._netpoll import (POLL_ERR_NOT_POLLABLE, POLL_NO_ERROR, lookup_token, pollclose,
                               pollopen)
 
@@ -272,7 +271,7 @@ def test_error_only_event_wakes_and_sets_everr(backend, kit):
     with pytest.raises(BrokenPipeError):
         os.write(wfd, b"x")
     if not error_events(backend):
-        pytest.skip("error_events is false for this backend (see conformance_support."
+        pytest.skip("error_events is false for this backend (see support.conformance."
                     "error_events): its kernel interface reports an error only as "
                     "readiness, so there is no error-only event to set everr")
     assert pd.everr is True

@@ -2,6 +2,10 @@
 
 A Timers heap stands in for the scheduler's timers: run_due(now) fires what
 is due at ``now`` and returns the waiters it woke.
+
+Also: tests/runtime/test_wait_deadlines.py holds the deadline semantics that do
+not depend on the backend (goroutines in pd.wait under the scheduler);
+tests/net/test_deadline.py the conn API and Go's timeout tests.
 """
 
 from __future__ import annotations
@@ -12,7 +16,8 @@ import time
 import pytest
 
 import netpoll
-from conformance_support import MS, Waiter, settle_edges, wait_for
+from support import MS
+from support.conformance import Waiter, settle_edges, wait_for
 from netpoll._netpoll import POLL_ERR_TIMEOUT, POLL_NO_ERROR, Timers, monotonic_ns
 
 

@@ -11,7 +11,7 @@ import os
 
 import pytest
 
-import conformance_support as cs
+import support.core as cs
 
 
 def test_the_scan_sees_what_opens_and_closes():

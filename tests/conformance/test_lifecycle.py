@@ -10,7 +10,8 @@ import time
 import pytest
 
 import netpoll
-from conformance_support import MS, Waiter, collect, describe_fd, open_fds, settle_edges, wait_for
+from support import MS, describe_fd, open_fds
+from support.conformance import Waiter, collect, settle_edges, wait_for
 from netpoll._netpoll import Backend, pollclose, pollopen
 
 PROTOCOL = ("netpollinit", "netpollopen", "netpollclose", "netpollarm", "netpoll",

@@ -12,7 +12,8 @@ import time
 
 import pytest
 
-from conformance_support import MS, Waiter, settle_edges, wait_for
+from support import MS
+from support.conformance import Waiter, settle_edges, wait_for
 
 PROMPT = 1.0  # "returns promptly", in seconds: loose on purpose
 

@@ -20,7 +20,8 @@ import socket
 import pytest
 
 import netpoll
-from conformance_support import MS, PD_NIL, PD_READY, Kit, Waiter, collect, settle_edges
+from support import MS, Kit
+from support.conformance import PD_NIL, PD_READY, Waiter, collect, settle_edges
 from netpoll import _fd, _sched
 from netpoll._netpoll import Timers
 

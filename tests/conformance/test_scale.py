@@ -7,7 +7,8 @@ import socket
 
 import pytest
 
-from conformance_support import Waiter, collect, drain, settle_edges
+from support import drain
+from support.conformance import Waiter, collect, settle_edges
 
 NPAIRS = 5000
 

@@ -252,7 +252,7 @@ def test_a_go_listener_shares_the_port(backend_name, tmp_path):
     import shutil
     import subprocess
 
-    from procutil import readline
+    from support import readline
 
     go = shutil.which("go")
     if go is None:

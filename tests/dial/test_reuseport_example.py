@@ -16,7 +16,7 @@ import pytest
 
 import netpoll
 
-from procutil import readline
+from support import readline
 
 EXAMPLE = Path(__file__).parents[2] / "examples" / "reuseport_workers.py"
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from procutil import readline
+from support import readline
 
 pytest.importorskip("httptools", reason="examples/http_hello.py parses requests with httptools")
 

@@ -12,8 +12,8 @@ import netpoll
 from netpoll import net
 from netpoll.socktest import Switch
 
-from netutil import (fd_is_open, fill, linger_reset, read_full, run,
-                     small_buffers, stream_pair)
+from support import read_full, run
+from support.net import conn_pair, fd_is_open, fill_conn, linger_reset, small_buffers, stream_pair
 
 CLOSED_TEXT = "use of closed network connection"
 
@@ -31,8 +31,7 @@ def assert_closed_error(e: BaseException, op: str) -> None:
 def test_close_write_eof_then_write_back(backend_name):
     # Go's TestCloseWrite.
     async def main():
-        ln, c, s = await stream_pair()
-        try:
+        async with conn_pair() as (ln, c, s):
             await c.write(b"hello")
             c.close_write()
             assert await read_full(s, 5) == b"hello"
@@ -42,18 +41,13 @@ def test_close_write_eof_then_write_back(backend_name):
             s.close_write()
             assert await read_full(c, 3) == b"bye"
             assert await c.read(bytearray(10)) == 0
-        finally:
-            c.close()
-            s.close()
-            ln.close()
 
     run(backend_name, main)
 
 
 def test_write_after_close_write_fails(backend_name):
     async def main():
-        ln, c, s = await stream_pair()
-        try:
+        async with conn_pair() as (ln, c, s):
             c.close_write()
             with pytest.raises(net.OpError) as ei:
                 await c.write(b"x")
@@ -61,10 +55,6 @@ def test_write_after_close_write_fails(backend_name):
             assert e.op == "write" and e.net == "tcp"
             assert isinstance(e, BrokenPipeError), repr(e)
             assert e.source == c.local_addr and e.addr == c.remote_addr
-        finally:
-            c.close()
-            s.close()
-            ln.close()
 
     run(backend_name, main)
 
@@ -72,15 +62,10 @@ def test_write_after_close_write_fails(backend_name):
 def test_close_read_then_read_returns_zero_or_error(backend_name):
     # Go's TestCloseRead: after CloseRead a Read does not block.
     async def main():
-        ln, c, s = await stream_pair()
-        try:
+        async with conn_pair() as (ln, c, s):
             c.close_read()
             c.set_read_deadline(netpoll.now() + 2)
             assert await c.read(bytearray(10)) == 0
-        finally:
-            c.close()
-            s.close()
-            ln.close()
 
     run(backend_name, main)
 
@@ -91,8 +76,7 @@ def test_reset_is_an_error_not_eof(backend_name, blocked):
         return await conn.read(bytearray(100))
 
     async def main():
-        ln, c, s = await stream_pair()
-        try:
+        async with conn_pair() as (ln, c, s):
             if blocked:
                 g = netpoll.go(read_once(c))
                 await netpoll.sleep(0.02)
@@ -109,10 +93,6 @@ def test_reset_is_an_error_not_eof(backend_name, blocked):
             assert e.source == c.local_addr and e.addr == c.remote_addr
             assert not e.temporary()  # Go's TestNotTemporaryRead
             assert not e.timeout()
-        finally:
-            c.close()
-            s.close()
-            ln.close()
 
     run(backend_name, main)
 
@@ -120,16 +100,11 @@ def test_reset_is_an_error_not_eof(backend_name, blocked):
 def test_peer_close_unblocks_read_with_eof(backend_name):
     # Go's TestCloseUnblocksRead.
     async def main():
-        ln, c, s = await stream_pair()
-        try:
+        async with conn_pair() as (ln, c, s):
             g = netpoll.go(c.read(bytearray(10)))
             await netpoll.sleep(0.02)
             s.close()
             assert await g == 0
-        finally:
-            c.close()
-            s.close()
-            ln.close()
 
     run(backend_name, main)
 
@@ -145,36 +120,26 @@ async def _blocked(coro):
 
 def test_close_unblocks_read(backend_name):
     async def main():
-        ln, c, s = await stream_pair()
-        try:
+        async with conn_pair() as (ln, c, s):
             g = await _blocked(c.read(bytearray(10)))
             c.close()
             with pytest.raises(netpoll.ClosedError) as ei:
                 await g
             assert_closed_error(ei.value, "read")
-        finally:
-            c.close()
-            s.close()
-            ln.close()
 
     run(backend_name, main)
 
 
 def test_close_unblocks_write(backend_name):
     async def main():
-        ln, c, s = await stream_pair()
-        try:
+        async with conn_pair() as (ln, c, s):
             small_buffers(c, s)
-            await fill(c)
+            await fill_conn(c)
             g = await _blocked(c.write(bytes(1 << 20)))
             c.close()
             with pytest.raises(netpoll.ClosedError) as ei:
                 await g
             assert_closed_error(ei.value, "write")
-        finally:
-            c.close()
-            s.close()
-            ln.close()
 
     run(backend_name, main)
 
@@ -215,18 +180,13 @@ def test_close_unblocks_read_from(backend_name):
 def test_close_unblocks_goroutines_waiting_for_the_read_lock(backend_name):
     # One reader waits in the poller, two more wait for the read lock.
     async def main():
-        ln, c, s = await stream_pair()
-        try:
+        async with conn_pair() as (ln, c, s):
             gs = [netpoll.go(c.read(bytearray(10))) for _ in range(3)]
             await netpoll.sleep(0.03)
             c.close()
             for g in gs:
                 with pytest.raises(netpoll.ClosedError):
                     await g
-        finally:
-            c.close()
-            s.close()
-            ln.close()
 
     run(backend_name, main)
 
@@ -315,8 +275,7 @@ def test_two_readers_serialise_and_both_complete(backend_name):
         return await read_full(conn, 10)
 
     async def main():
-        ln, c, s = await stream_pair()
-        try:
+        async with conn_pair() as (ln, c, s):
             r1 = netpoll.go(reader(c))
             r2 = netpoll.go(reader(c))
             await netpoll.sleep(0.02)
@@ -325,18 +284,13 @@ def test_two_readers_serialise_and_both_complete(backend_name):
             await s.write(b"b" * 10)
             got = sorted([await r1, await r2])
             assert got == [b"a" * 10, b"b" * 10]
-        finally:
-            c.close()
-            s.close()
-            ln.close()
 
     run(backend_name, main)
 
 
 def test_read_and_write_run_concurrently(backend_name):
     async def main():
-        ln, c, s = await stream_pair()
-        try:
+        async with conn_pair() as (ln, c, s):
             reader = netpoll.go(c.read(bytearray(100)))
             await netpoll.sleep(0.02)
             # The reader is blocked in the poller holding the read lock; a
@@ -346,10 +300,6 @@ def test_read_and_write_run_concurrently(backend_name):
             assert await read_full(s, 4) == b"ping"
             await s.write(b"pong")
             assert await reader == 4
-        finally:
-            c.close()
-            s.close()
-            ln.close()
 
     run(backend_name, main)
 
@@ -369,10 +319,9 @@ def test_close_with_blocked_read_and_write_closes_fd_at_once(backend_name):
         raise AssertionError(f"{name} was not woken by close")
 
     async def main():
-        ln, c, s = await stream_pair()
-        try:
+        async with conn_pair() as (ln, c, s):
             small_buffers(c, s)
-            await fill(c)
+            await fill_conn(c)
             fd = c.fileno()
             r = netpoll.go(op("read", c.read(bytearray(10))))
             w = netpoll.go(op("write", c.write(bytes(1 << 20))))
@@ -387,10 +336,6 @@ def test_close_with_blocked_read_and_write_closes_fd_at_once(backend_name):
             await r
             await w
             assert events == ["close(2)", "close() returned", "read left", "write left"], events
-        finally:
-            c.close()
-            s.close()
-            ln.close()
 
     with Switch() as sw:
         sw.set("close", lambda st: on_close(st))
@@ -426,8 +371,7 @@ def test_conn_close_sends_fin_not_rst(backend_name):
 
 def test_linger_values(backend_name):
     async def main():
-        ln, c, s = await stream_pair()
-        try:
+        async with conn_pair() as (ln, c, s):
             import struct
 
             def linger():
@@ -440,9 +384,5 @@ def test_linger_values(backend_name):
             assert linger()[0] == 0
             c.set_linger(-1)
             assert linger()[0] == 0
-        finally:
-            c.close()
-            s.close()
-            ln.close()
 
     run(backend_name, main)

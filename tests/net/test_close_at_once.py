@@ -10,7 +10,8 @@ from __future__ import annotations
 import netpoll
 from netpoll import net
 
-from netutil import fd_is_open, read_full, run, stream_pair
+from support import read_full, run
+from support.net import fd_is_open, stream_pair
 
 
 async def _parked(coro):
@@ -112,10 +113,10 @@ def test_parked_write_and_lock_waiter_leave_after_close(backend_name):
     async def main():
         ln, c, s = await stream_pair()
         try:
-            from netutil import fill, small_buffers
+            from support.net import fill_conn, small_buffers
 
             small_buffers(c, s)
-            await fill(c)
+            await fill_conn(c)
             fd = c.fileno()
             w1 = await _parked(c.write(bytes(1 << 20)))
             w2 = await _parked(c.write(b"x"))

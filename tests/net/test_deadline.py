@@ -4,7 +4,13 @@ TestAcceptTimeoutMustReturn, TestReadFromTimeout, TestUDPReadTimeout,
 TestDialTimeout, TestDialTimeoutMaxDuration.
 
 Timing checks are lower bounds (never before the deadline) with loose upper
-bounds (SLACK)."""
+bounds (SLACK).
+
+Also: tests/runtime/test_wait_deadlines.py holds the deadline semantics that do
+not depend on the backend (moving, clearing, per-direction, expiry against
+ready data, close, descriptor reuse) at the poll descriptor;
+tests/conformance/test_deadlines.py what each backend's events do to a
+timed-out or evicted descriptor."""
 
 from __future__ import annotations
 
@@ -18,8 +24,8 @@ import netpoll
 from netpoll import net
 from netpoll.socktest import Switch
 
-from netutil import (SHORT, SLACK, fill, read_full, run, small_buffers,
-                     stream_pair)
+from support import SHORT, SLACK, read_full, run
+from support.net import conn_pair, fill_conn, small_buffers, stream_pair
 
 
 def assert_timeout(e: BaseException, op: str) -> None:
@@ -52,8 +58,7 @@ async def expect_timeout(coro, op: str, deadline: float | None = None) -> float:
 def test_read_past_deadline_fails_at_once_with_data_queued(backend_name):
     # Go's TestReadTimeout, first half.
     async def main():
-        ln, c, s = await stream_pair()
-        try:
+        async with conn_pair() as (ln, c, s):
             await s.write(b"queued")
             await netpoll.sleep(0.01)
             c.set_read_deadline(netpoll.now() - 1)
@@ -67,67 +72,47 @@ def test_read_past_deadline_fails_at_once_with_data_queued(backend_name):
             c.set_read_deadline(d)
             assert await read_full(c, 6) == b"queued"
             await expect_timeout(c.read(bytearray(10)), "read", d)
-        finally:
-            c.close()
-            s.close()
-            ln.close()
 
     run(backend_name, main)
 
 
 def test_read_short_deadline_fires_not_before_it(backend_name):
     async def main():
-        ln, c, s = await stream_pair()
-        try:
+        async with conn_pair() as (ln, c, s):
             for delay in (0.001, 0.02, SHORT):
                 d = netpoll.now() + delay
                 c.set_read_deadline(d)
                 await expect_timeout(c.read(bytearray(10)), "read", d)
-        finally:
-            c.close()
-            s.close()
-            ln.close()
 
     run(backend_name, main)
 
 
 def test_set_deadline_covers_read_and_write(backend_name):
     async def main():
-        ln, c, s = await stream_pair()
-        try:
+        async with conn_pair() as (ln, c, s):
             c.set_deadline(netpoll.now() - 1)
             await expect_timeout(c.read(bytearray(1)), "read")
             await expect_timeout(c.write(b"x"), "write")
-        finally:
-            c.close()
-            s.close()
-            ln.close()
 
     run(backend_name, main)
 
 
 def test_read_deadline_extended_while_blocked(backend_name):
     async def main():
-        ln, c, s = await stream_pair()
-        try:
+        async with conn_pair() as (ln, c, s):
             t0 = netpoll.now()
             c.set_read_deadline(t0 + 0.05)
             g = netpoll.go(expect_timeout(c.read(bytearray(10)), "read", t0 + 0.25))
             await netpoll.sleep(0.02)
             c.set_read_deadline(t0 + 0.25)
             await g
-        finally:
-            c.close()
-            s.close()
-            ln.close()
 
     run(backend_name, main)
 
 
 def test_read_deadline_moved_to_past_wakes_blocked_read(backend_name):
     async def main():
-        ln, c, s = await stream_pair()
-        try:
+        async with conn_pair() as (ln, c, s):
             c.set_read_deadline(netpoll.now() + 10)
             g = netpoll.go(c.read(bytearray(10)))
             await netpoll.sleep(0.02)
@@ -135,18 +120,13 @@ def test_read_deadline_moved_to_past_wakes_blocked_read(backend_name):
             c.set_read_deadline(t - 1)
             await expect_timeout(g, "read")
             assert netpoll.now() - t < SHORT
-        finally:
-            c.close()
-            s.close()
-            ln.close()
 
     run(backend_name, main)
 
 
 def test_read_deadline_cleared_after_expiry_blocks_again(backend_name):
     async def main():
-        ln, c, s = await stream_pair()
-        try:
+        async with conn_pair() as (ln, c, s):
             c.set_read_deadline(netpoll.now() - 1)
             await expect_timeout(c.read(bytearray(10)), "read")
             c.set_read_deadline(None)
@@ -161,18 +141,13 @@ def test_read_deadline_cleared_after_expiry_blocks_again(backend_name):
             assert not g.done
             await s.write(b"z")
             assert await g == b"z"
-        finally:
-            c.close()
-            s.close()
-            ln.close()
 
     run(backend_name, main)
 
 
 def test_inf_deadline_never_expires(backend_name):
     async def main():
-        ln, c, s = await stream_pair()
-        try:
+        async with conn_pair() as (ln, c, s):
             c.set_deadline(float("inf"))
             g = netpoll.go(read_full(c, 2))
             await netpoll.sleep(SHORT)
@@ -183,10 +158,6 @@ def test_inf_deadline_never_expires(backend_name):
             # -inf is in the past.
             c.set_read_deadline(float("-inf"))
             await expect_timeout(c.read(bytearray(1)), "read")
-        finally:
-            c.close()
-            s.close()
-            ln.close()
 
     run(backend_name, main)
 
@@ -194,18 +165,13 @@ def test_inf_deadline_never_expires(backend_name):
 def test_huge_deadline_does_not_overflow(backend_name):
     # Go's TestDialTimeoutMaxDuration, for I/O deadlines.
     async def main():
-        ln, c, s = await stream_pair()
-        try:
+        async with conn_pair() as (ln, c, s):
             for t in (1e12, 1e300, netpoll.now() + 1e10):
                 c.set_read_deadline(t)
                 g = netpoll.go(read_full(c, 1))
                 await netpoll.sleep(0.01)
                 await s.write(b"x")
                 assert await g == b"x"
-        finally:
-            c.close()
-            s.close()
-            ln.close()
 
     run(backend_name, main)
 
@@ -235,8 +201,7 @@ def test_nan_deadline_is_value_error(backend_name):
 
 def test_read_and_write_deadlines_are_independent(backend_name):
     async def main():
-        ln, c, s = await stream_pair()
-        try:
+        async with conn_pair() as (ln, c, s):
             c.set_read_deadline(netpoll.now() - 1)
             assert await c.write(b"w") == 1
             c.set_read_deadline(None)
@@ -244,10 +209,6 @@ def test_read_and_write_deadlines_are_independent(backend_name):
             await s.write(b"r")
             assert await read_full(c, 1) == b"r"
             await expect_timeout(c.write(b"x"), "write")
-        finally:
-            c.close()
-            s.close()
-            ln.close()
 
     run(backend_name, main)
 
@@ -257,8 +218,7 @@ def test_read_and_write_deadlines_are_independent(backend_name):
 def test_write_past_deadline_fails_at_once_with_buffer_space(backend_name):
     # Go's TestWriteTimeout, first half: nothing is written.
     async def main():
-        ln, c, s = await stream_pair()
-        try:
+        async with conn_pair() as (ln, c, s):
             c.set_write_deadline(netpoll.now() - 1)
             for _ in range(3):
                 await expect_timeout(c.write(b"lost"), "write")
@@ -266,10 +226,6 @@ def test_write_past_deadline_fails_at_once_with_buffer_space(backend_name):
             c.set_write_deadline(None)
             await c.write(b"kept")
             assert await read_full(s, 4) == b"kept"
-        finally:
-            c.close()
-            s.close()
-            ln.close()
 
     run(backend_name, main)
 
@@ -277,39 +233,29 @@ def test_write_past_deadline_fails_at_once_with_buffer_space(backend_name):
 def test_write_deadline_with_full_buffer(backend_name):
     # Go's TestWriteTimeout, second half, and TestWriteTimeoutFluctuation.
     async def main():
-        ln, c, s = await stream_pair()
-        try:
+        async with conn_pair() as (ln, c, s):
             small_buffers(c, s)
-            await fill(c)
+            await fill_conn(c)
             d = netpoll.now() + SHORT
             c.set_write_deadline(d)
             await expect_timeout(c.write(bytes(1 << 20)), "write", d)
             # The deadline stays expired for later writes.
             await expect_timeout(c.write(b"x"), "write")
-        finally:
-            c.close()
-            s.close()
-            ln.close()
 
     run(backend_name, main)
 
 
 def test_write_deadline_extended_while_blocked(backend_name):
     async def main():
-        ln, c, s = await stream_pair()
-        try:
+        async with conn_pair() as (ln, c, s):
             small_buffers(c, s)
-            await fill(c)
+            await fill_conn(c)
             t0 = netpoll.now()
             c.set_write_deadline(t0 + 0.05)
             g = netpoll.go(expect_timeout(c.write(bytes(1 << 20)), "write", t0 + 0.25))
             await netpoll.sleep(0.02)
             c.set_write_deadline(t0 + 0.25)
             await g
-        finally:
-            c.close()
-            s.close()
-            ln.close()
 
     run(backend_name, main)
 
@@ -322,8 +268,7 @@ def test_blocked_write_with_expired_read_deadline_is_woken_by_close(backend_name
         raise AssertionError("the send buffer never filled")
 
     async def main():
-        ln, c, s = await stream_pair()
-        try:
+        async with conn_pair() as (ln, c, s):
             small_buffers(c, s)
             c.set_read_deadline(netpoll.now() - 1)
             c.set_write_deadline(None)
@@ -334,10 +279,6 @@ def test_blocked_write_with_expired_read_deadline_is_woken_by_close(backend_name
                 await g
             assert not isinstance(ei.value, TimeoutError)
             assert not ei.value.timeout() and not ei.value.temporary()
-        finally:
-            c.close()
-            s.close()
-            ln.close()
 
     run(backend_name, main)
 
@@ -594,7 +535,7 @@ def test_dial_timeout_covers_only_connect(backend_name):
 
 
 def test_dial_refused_with_timeout_is_refused_not_timeout(backend_name):
-    from netutil import refused_port
+    from support.net import refused_port
 
     async def main():
         s, port = refused_port()
@@ -690,10 +631,9 @@ def test_read_write_deadline_race(backend_name):
         return timeouts
 
     async def main():
-        ln, c, s = await stream_pair()
-        try:
+        async with conn_pair() as (ln, c, s):
             small_buffers(c, s)
-            await fill(c)
+            await fill_conn(c)
             n = 200
             rbuf = bytearray(1)
             r = netpoll.go(loop(lambda: c.read(rbuf), n))
@@ -708,10 +648,6 @@ def test_read_write_deadline_race(backend_name):
             c.set_deadline(netpoll.now() - 1)  # whatever is left ends now
             assert await r == n
             assert await w == n
-        finally:
-            c.close()
-            s.close()
-            ln.close()
 
     run(backend_name, main)
 
@@ -782,10 +718,9 @@ def test_equal_deadlines_then_one_cleared(backend_name, cleared):
     # Equal read and write deadlines share one timer (Go's "combo"); clearing
     # one of them must leave the other armed, and only the other.
     async def main():
-        ln, c, s = await stream_pair()
-        try:
+        async with conn_pair() as (ln, c, s):
             small_buffers(c, s)
-            await fill(c)
+            await fill_conn(c)
             d = netpoll.now() + 0.1
             c.set_deadline(d)
             if cleared == "read":
@@ -802,20 +737,15 @@ def test_equal_deadlines_then_one_cleared(backend_name, cleared):
             c.close()
             with pytest.raises(netpoll.ClosedError):
                 await staying
-        finally:
-            c.close()
-            s.close()
-            ln.close()
 
     run(backend_name, main)
 
 
 def test_equal_deadlines_then_one_moved(backend_name):
     async def main():
-        ln, c, s = await stream_pair()
-        try:
+        async with conn_pair() as (ln, c, s):
             small_buffers(c, s)
-            await fill(c)
+            await fill_conn(c)
             t0 = netpoll.now()
             c.set_deadline(t0 + 0.3)
             c.set_write_deadline(t0 + 0.05)  # split: the write deadline comes first
@@ -830,9 +760,5 @@ def test_equal_deadlines_then_one_moved(backend_name):
             c.set_deadline(t1 + 0.05)
             await expect_timeout(c.read(bytearray(1)), "read", t1 + 0.05)
             await expect_timeout(c.write(b"x"), "write")
-        finally:
-            c.close()
-            s.close()
-            ln.close()
 
     run(backend_name, main)

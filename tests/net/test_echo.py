@@ -11,7 +11,8 @@ import pytest
 import netpoll
 from netpoll import net
 
-from netutil import read_all, read_full, run, stream_pair
+from support import read_all, read_full, run
+from support.net import conn_pair, stream_pair
 
 
 async def echo(conn) -> None:
@@ -83,8 +84,7 @@ def test_large_write_to_slow_reader(backend_name):
             await netpoll.sleep(0.001)
 
     async def main():
-        ln, c, s = await stream_pair()
-        try:
+        async with conn_pair() as (ln, c, s):
             reader = netpoll.go(slow_reader(c))
             assert await s.write(data) == size
             s.close_write()
@@ -93,10 +93,6 @@ def test_large_write_to_slow_reader(backend_name):
             assert hashlib.sha256(got).digest() == hashlib.sha256(data).digest()
             # The writer had to wait for the reader: many reads, not one.
             assert reads > 1
-        finally:
-            c.close()
-            s.close()
-            ln.close()
 
     run(backend_name, main)
 
@@ -111,16 +107,11 @@ def test_writev_many_buffers_in_order(backend_name):
     want = b"".join(bytes(b) for b in bufs)
 
     async def main():
-        ln, c, s = await stream_pair()
-        try:
+        async with conn_pair() as (ln, c, s):
             reader = netpoll.go(read_all(s))
             assert await c.writev(bufs) == len(want)
             c.close_write()
             assert await reader == want
-        finally:
-            c.close()
-            s.close()
-            ln.close()
 
     run(backend_name, main)
 
@@ -143,31 +134,21 @@ def test_writev_to_slow_reader_partial_writes(backend_name):
         raise AssertionError("reader did not finish")
 
     async def main():
-        ln, c, s = await stream_pair()
-        try:
+        async with conn_pair() as (ln, c, s):
             reader = netpoll.go(slow(s))
             assert await c.writev(bufs) == len(want)
             c.close_write()
             assert await reader == want
-        finally:
-            c.close()
-            s.close()
-            ln.close()
 
     run(backend_name, main)
 
 
 def test_writev_empty_and_no_buffers(backend_name):
     async def main():
-        ln, c, s = await stream_pair()
-        try:
+        async with conn_pair() as (ln, c, s):
             assert await c.writev([]) == 0
             assert await c.writev([b"", bytearray(), b"ok"]) == 2
             assert await read_full(s, 2) == b"ok"
-        finally:
-            c.close()
-            s.close()
-            ln.close()
 
     run(backend_name, main)
 
@@ -206,8 +187,7 @@ def test_writev_to_closed_peer_fails(backend_name):
     # Go's TestWritevError, scaled: a large writev to a conn whose peer
     # closed must end in an error, not hang or report success.
     async def main():
-        ln, c, s = await stream_pair()
-        try:
+        async with conn_pair() as (ln, c, s):
             s.close()
             chunk = bytes(1 << 20)
             with pytest.raises(net.OpError) as ei:
@@ -216,22 +196,17 @@ def test_writev_to_closed_peer_fails(backend_name):
             e = ei.value
             assert isinstance(e, (BrokenPipeError, ConnectionResetError)), repr(e)
             assert e.op == "writev"
-        finally:
-            c.close()
-            s.close()
-            ln.close()
 
     run(backend_name, main)
 
 
 def test_peer_reset_during_blocked_write(backend_name):
-    from netutil import fill, linger_reset, small_buffers
+    from support.net import fill_conn, linger_reset, small_buffers
 
     async def main():
-        ln, c, s = await stream_pair()
-        try:
+        async with conn_pair() as (ln, c, s):
             small_buffers(c, s)
-            await fill(c)
+            await fill_conn(c)
             g = netpoll.go(c.write(bytes(1 << 20)))
             await netpoll.sleep(0.02)
             assert not g.done
@@ -240,10 +215,6 @@ def test_peer_reset_during_blocked_write(backend_name):
                 await g
             assert isinstance(ei.value, (ConnectionResetError, BrokenPipeError)), repr(ei.value)
             assert ei.value.op == "write"
-        finally:
-            c.close()
-            s.close()
-            ln.close()
 
     run(backend_name, main)
 

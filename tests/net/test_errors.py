@@ -12,7 +12,8 @@ import netpoll
 from netpoll import net
 from netpoll.socktest import Switch
 
-from netutil import read_full, refused_port, run, stream_pair
+from support import read_full, run
+from support.net import conn_pair, refused_port, stream_pair
 
 
 def check_operror(e: BaseException, op: str, network: str, source, addr) -> None:
@@ -135,16 +136,11 @@ def test_bad_backlog(backend_name, backlog):
 
 def test_read_into_read_only_buffer_is_type_error(backend_name):
     async def main():
-        ln, c, s = await stream_pair()
-        try:
+        async with conn_pair() as (ln, c, s):
             await s.write(b"data")
             for ro in (b"0123", memoryview(b"0123")):
                 with pytest.raises(TypeError):
                     await c.read(ro)
-        finally:
-            c.close()
-            s.close()
-            ln.close()
 
     run(backend_name, main)
 
@@ -153,8 +149,7 @@ def test_read_into_read_only_buffer_fails_and_conn_stays_usable(backend_name):
     # Whatever the exception type, the failed read takes no data and leaves
     # the read lock free.
     async def main():
-        ln, c, s = await stream_pair()
-        try:
+        async with conn_pair() as (ln, c, s):
             await s.write(b"data")
             with pytest.raises((TypeError, BufferError)):
                 await c.read(b"0123")
@@ -163,18 +158,13 @@ def test_read_into_read_only_buffer_fails_and_conn_stays_usable(backend_name):
             with pytest.raises(TypeError):
                 await c.read(None)
             assert await read_full(c, 4) == b"data"
-        finally:
-            c.close()
-            s.close()
-            ln.close()
 
     run(backend_name, main)
 
 
 def test_writing_str_is_type_error(backend_name):
     async def main():
-        ln, c, s = await stream_pair()
-        try:
+        async with conn_pair() as (ln, c, s):
             with pytest.raises(TypeError, match="str"):
                 await c.write("text")
             with pytest.raises(TypeError, match="str"):
@@ -186,27 +176,18 @@ def test_writing_str_is_type_error(backend_name):
             # Nothing was written by the failed calls; the conn still works.
             await c.write(b"fine")
             assert await read_full(s, 4) == b"fine"
-        finally:
-            c.close()
-            s.close()
-            ln.close()
 
     run(backend_name, main)
 
 
 def test_zero_length_read_and_write(backend_name):
     async def main():
-        ln, c, s = await stream_pair()
-        try:
+        async with conn_pair() as (ln, c, s):
             c.set_read_deadline(netpoll.now() + 5)
             assert await c.read(bytearray(0)) == 0  # no wait, no EOF implied
             assert await c.write(b"") == 0
             await s.write(b"x")
             assert await read_full(c, 1) == b"x"
-        finally:
-            c.close()
-            s.close()
-            ln.close()
 
     run(backend_name, main)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import netpoll
 from netpoll import net
 
-from netutil import SLACK, run
+from support import SLACK, run
 
 # Far more operations than any budget; the old behaviour ran all of them
 # before a timer could fire.

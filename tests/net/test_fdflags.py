@@ -12,7 +12,8 @@ import pytest
 
 from netpoll import net
 
-from netutil import fd_flags, run, stream_pair
+from support import run
+from support.net import conn_pair, fd_flags, stream_pair
 
 
 async def open_everything(tmp_path):
@@ -88,17 +89,12 @@ def test_child_process_inherits_no_descriptor(backend_name, tmp_path):
 
 def test_fileno_matches_a_live_socket(backend_name):
     async def main():
-        ln, c, s = await stream_pair()
-        try:
+        async with conn_pair() as (ln, c, s):
             import socket as _socket
 
             for fd in (ln, c, s):
                 with _socket.socket(fileno=os.dup(fd.fileno())) as dup:
                     assert dup.type == _socket.SOCK_STREAM
             assert len({ln.fileno(), c.fileno(), s.fileno()}) == 3
-        finally:
-            c.close()
-            s.close()
-            ln.close()
 
     run(backend_name, main)

@@ -15,7 +15,8 @@ import pytest
 import netpoll
 from netpoll import net
 
-from netutil import ipv6_loopback, read_full, run, stream_pair
+from support import read_full, run
+from support.net import ipv6_loopback, stream_pair
 
 needs_ipv6 = pytest.mark.skipif(not ipv6_loopback(), reason="no IPv6 loopback on this host")
 linux_only = pytest.mark.skipif(os.uname().sysname != "Linux", reason="the abstract unix namespace is Linux's")

@@ -10,7 +10,8 @@ import pytest
 import netpoll
 from netpoll import net
 
-from netutil import ipv6_loopback, read_full, run, stream_pair
+from support import read_full, run
+from support.net import conn_pair, ipv6_loopback, stream_pair
 
 NEEDS_V6 = pytest.mark.skipif(not ipv6_loopback(), reason="no IPv6 loopback ([::1]) on this host")
 
@@ -237,8 +238,7 @@ def test_default_backlog_is_somaxconn():
 
 def test_tcp_defaults_on_conns(backend_name):
     async def main():
-        ln, c, s = await stream_pair()
-        try:
+        async with conn_pair() as (ln, c, s):
             for conn in (c, s):
                 nodelay = conn._control(lambda so: so.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
                 keepalive = conn._control(lambda so: so.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE))
@@ -247,9 +247,5 @@ def test_tcp_defaults_on_conns(backend_name):
             assert not c._control(lambda so: so.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
             c.set_keep_alive(False)
             assert not c._control(lambda so: so.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE))
-        finally:
-            c.close()
-            s.close()
-            ln.close()
 
     run(backend_name, main)

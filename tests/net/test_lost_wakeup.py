@@ -18,7 +18,7 @@ import socket
 import netpoll
 from netpoll import net
 
-from netutil import SLACK, run
+from support import SLACK, run
 
 
 async def _settle() -> None:

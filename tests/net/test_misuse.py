@@ -11,7 +11,8 @@ import pytest
 import netpoll
 from netpoll import net
 
-from netutil import fill, read_full, run, small_buffers, stream_pair
+from support import read_full, run
+from support.net import fill_conn, small_buffers, stream_pair
 
 
 def test_second_await_of_one_read_is_refused_and_the_first_survives(backend_name):
@@ -124,7 +125,7 @@ def test_writev_holds_its_buffers_while_parked(backend_name):
         ln, c, s = await stream_pair()
         try:
             small_buffers(c, s)
-            await fill(c)
+            await fill_conn(c)
             a = bytearray(b"a" * 300_000)
             b = bytearray(b"b" * 1000)
             w = netpoll.go(c.writev([a, b]))

@@ -15,7 +15,8 @@ import pytest
 import netpoll
 from netpoll import net
 
-from netutil import refused_port, run, stream_pair
+from support import run
+from support.net import refused_port, stream_pair
 
 CONN = {"read", "write", "writev", "wait_readable", "close", "closed", "fileno",
         "local_addr", "remote_addr", "set_deadline", "set_read_deadline", "set_write_deadline",

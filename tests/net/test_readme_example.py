@@ -12,7 +12,7 @@ import time
 import netpoll
 from netpoll import net
 
-from netutil import read_full, run
+from support import read_full, run
 
 README = os.path.join(os.path.dirname(__file__), os.pardir, os.pardir, "README.md")
 

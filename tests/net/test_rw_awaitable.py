@@ -12,7 +12,8 @@ import pytest
 import netpoll
 from netpoll._netpoll import Park
 
-from netutil import run, stream_pair
+from support import run
+from support.net import stream_pair
 
 
 def exported(buf: bytearray) -> bool:

@@ -15,7 +15,8 @@ import netpoll
 from netpoll import hooks, net
 from netpoll.socktest import Switch, fail
 
-from netutil import read_full, run, stream_pair
+from support import read_full, run
+from support.net import stream_pair
 
 ERRNOS = [errno.EMFILE, errno.ECONNREFUSED, errno.ECONNABORTED, errno.EACCES,
           errno.ENOBUFS, errno.ENFILE, errno.EADDRNOTAVAIL]
@@ -428,7 +429,7 @@ def test_switch_counts_a_clean_session(backend_name, sw):
 def test_dial_errors_leak_nothing_in_bulk(backend_name, sw):
     # Go's TestDialTimeoutFDLeak / TestDialerDualStackFDLeak shape: many
     # failing dials, the socket table is unchanged.
-    from netutil import refused_port
+    from support.net import refused_port
 
     async def main():
         blocker, port = refused_port()

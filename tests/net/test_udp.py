@@ -8,7 +8,8 @@ import pytest
 import netpoll
 from netpoll import net
 
-from netutil import SLACK, ipv6_loopback, run
+from support import SLACK, run
+from support.net import ipv6_loopback
 
 NEEDS_V6 = pytest.mark.skipif(not ipv6_loopback(), reason="no IPv6 loopback ([::1]) on this host")
 

@@ -11,7 +11,8 @@ import pytest
 import netpoll
 from netpoll import net
 
-from netutil import SLACK, read_full, run, stream_pair
+from support import SLACK, read_full, run
+from support.net import conn_pair
 
 
 @pytest.fixture
@@ -198,13 +199,8 @@ def test_unix_abstract_socket(backend_name):
     name = f"\0netpoll-test-{os.getpid()}-{backend_name}"
 
     async def main():
-        ln, c, s = await stream_pair("unix", name)
-        try:
+        async with conn_pair("unix", name) as (ln, c, s):
             await c.write(b"abs")
             assert await read_full(s, 3) == b"abs"
-        finally:
-            c.close()
-            s.close()
-            ln.close()
 
     run(backend_name, main)

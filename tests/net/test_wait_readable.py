@@ -7,13 +7,13 @@ import pytest
 
 import netpoll
 
-from netutil import run, stream_pair
+from support import run
+from support.net import conn_pair, stream_pair
 
 
 def test_waits_for_data_after_a_short_read_then_read_finds_it(backend_name):
     async def main():
-        ln, c, s = await stream_pair()
-        try:
+        async with conn_pair() as (ln, c, s):
             await s.write(b"a")
             buf = bytearray(64)
             assert await c.read(buf) == 1  # short: the stream is empty now
@@ -31,26 +31,19 @@ def test_waits_for_data_after_a_short_read_then_read_finds_it(backend_name):
             await g
             assert woke and woke[0] >= t
             assert await c.read(buf) == 2 and buf[:2] == b"bc"
-        finally:
-            for x in (c, s, ln):
-                x.close()
 
     run(backend_name, main)
 
 
 def test_returns_at_once_when_data_is_already_there(backend_name):
     async def main():
-        ln, c, s = await stream_pair()
-        try:
+        async with conn_pair() as (ln, c, s):
             await s.write(b"xyz")
             await netpoll.sleep(0.01)
             await c.wait_readable()
             await c.wait_readable()  # nothing consumed: still readable
             buf = bytearray(8)
             assert await c.read(buf) == 3
-        finally:
-            for x in (c, s, ln):
-                x.close()
 
     run(backend_name, main)
 
@@ -75,8 +68,7 @@ def test_peer_close_wakes_it_and_read_gives_eof(backend_name):
 
 def test_close_and_deadline_end_the_wait(backend_name):
     async def main():
-        ln, c, s = await stream_pair()
-        try:
+        async with conn_pair() as (ln, c, s):
             await s.write(b"x")
             assert await c.read(bytearray(8)) == 1
             c.set_read_deadline(netpoll.now() + 0.05)
@@ -90,9 +82,6 @@ def test_close_and_deadline_end_the_wait(backend_name):
             c.close()
             with pytest.raises(netpoll.ClosedError):
                 await g
-        finally:
-            for x in (c, s, ln):
-                x.close()
 
     run(backend_name, main)
 
@@ -102,8 +91,7 @@ def test_a_past_deadline_or_a_closed_conn_fail_even_with_nothing_to_wait_for(bac
     # return at once; a past deadline and a close still fail it, as they
     # fail a read.
     async def main():
-        ln, c, s = await stream_pair()
-        try:
+        async with conn_pair() as (ln, c, s):
             await s.write(b"x")
             c.set_read_deadline(netpoll.now() - 1)
             with pytest.raises(netpoll.DeadlineExceededError):
@@ -113,9 +101,6 @@ def test_a_past_deadline_or_a_closed_conn_fail_even_with_nothing_to_wait_for(bac
             c.close()
             with pytest.raises(netpoll.ClosedError):
                 await c.wait_readable()
-        finally:
-            for x in (c, s, ln):
-                x.close()
 
     run(backend_name, main)
 

@@ -181,7 +181,15 @@ class Netns:
             os.close(home)
 
     def delete(self) -> None:
-        _cmd(["ip", "netns", "del", self.name], check=False)
+        # `ip netns del` can fail while the kernel still holds the mount
+        # (EBUSY right after a process inside it exited): retry briefly, and
+        # say so if the namespace outlives the retries.
+        for _ in range(50):
+            _cmd(["ip", "netns", "del", self.name], check=False)
+            if not self.exists():
+                return
+            time.sleep(0.1)
+        raise NetnsError(f"network namespace {self.name} could not be deleted")
 
     def exists(self) -> bool:
         return os.path.exists(f"/run/netns/{self.name}")
@@ -272,8 +280,14 @@ class Path:
         self.close()
 
     def close(self) -> None:
+        errors = []
         for ns in (self.server, self.client):
-            ns.delete()
+            try:
+                ns.delete()
+            except NetnsError as e:
+                errors.append(e)
+        if errors:
+            raise errors[0]
 
     # -- faults -------------------------------------------------------------
 

@@ -34,7 +34,7 @@ import pytest
 import netpoll
 from netpoll import net
 
-from conformance_support import open_fds
+from support import open_fds
 from nfutil import SLACK, addr, listen, run
 
 CONNS = 200

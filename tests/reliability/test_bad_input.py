@@ -26,7 +26,7 @@ import netpoll
 from netpoll import _table, net
 from netpoll.socktest import Switch
 
-from relutil import read_full, run
+from support import read_full, run
 
 # -- NETPOLL_BACKEND -----------------------------------------------------------------
 

@@ -40,7 +40,7 @@ from hypothesis import strategies as st
 import netpoll
 from netpoll import net
 
-from relutil import run
+from support import run
 
 BOUND = 3.0           # seconds every operation has to end after the cleanup
 PAIRS = 2

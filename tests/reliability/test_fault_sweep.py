@@ -42,7 +42,7 @@ import netpoll
 from netpoll import hooks, net
 from netpoll.socktest import Switch, fail
 
-from relutil import fd_count, read_full, run
+from support import fd_count, read_full, run
 
 CALLS = ("socket", "connect", "listen", "accept", "close", "getsockopt")
 ERRNOS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ECONNABORTED,
@@ -284,7 +284,7 @@ def test_accept_under_real_emfile_keeps_serving(backend_name):
     connections and new ones."""
     import resource
 
-    from conformance_support import open_fds
+    from support import open_fds
 
     with open("/proc/self/maps") as maps:
         if "vgpreload" in maps.read():

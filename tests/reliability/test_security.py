@@ -22,7 +22,7 @@ import netpoll
 from netpoll import net
 from netpoll._netpoll import monotonic_ns, pollclose
 
-from relutil import read_full, run
+from support import read_full, run
 
 # -- close-on-exec ------------------------------------------------------------------
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import zlib
 
-from relutil import import_bench
+from support import import_bench
 
 soak = import_bench("soak")
 

@@ -34,7 +34,7 @@ from hypothesis import strategies as st
 import netpoll
 from netpoll._netpoll import Timers, lookup_token, pollclose, pollopen
 
-from rtutil import drain, fill
+from support import drain, fill
 
 NIL, READY = 0, 1
 STEP = 1_000  # virtual nanoseconds per clock step
@@ -59,7 +59,7 @@ class Incarnation:
         self.a, self.b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         self.a.setblocking(False)
         self.b.setblocking(False)
-        fill(self.a)  # never writable: the writer only wakes by deadline or close
+        fill(self.a, settle=0)  # never writable: the writer only wakes by deadline or close
         self.pd = pollopen(backend, self.a.fileno(), timers)
         self.closing = False
         self.dl = {"r": 0, "w": 0}

@@ -13,7 +13,8 @@ import pytest
 import netpoll
 from netpoll import _sched
 
-from rtutil import Pair, fd_count
+from support import fd_count
+from support.runtime import Pair
 
 
 # ---------------------------------------------------------------------------
@@ -311,16 +312,13 @@ def test_busy_run_queue_does_not_starve_io(backend_name):
             await netpoll.sleep(0)
 
     async def main():
-        p = Pair()
-        try:
+        with Pair() as p:
             r = netpoll.go(reader(p))
             await netpoll.sleep(0)  # the reader is parked now
             assert p.pd.sema("r") is r
             s = netpoll.go(spinner(p))
             await s
             assert await r == b"x"
-        finally:
-            p.close()
         return state["woken_at"]
 
     woken_at = netpoll.run(main(), backend=backend_name)
@@ -589,16 +587,13 @@ def test_no_deadlock_while_parked_in_poll_descriptor(backend_name):
 
 
 def test_no_deadlock_while_parked_reader_has_a_deadline(backend_name):
-    from rtutil import after
+    from support import after
 
     async def main():
-        p = Pair()
-        try:
+        with Pair() as p:
             p.set_deadline(after(50), "r")
             with pytest.raises(netpoll.DeadlineExceededError):
                 await p.read()
-        finally:
-            p.close()
         return "ok"
 
     assert netpoll.run(main(), backend=backend_name) == "ok"

@@ -7,9 +7,7 @@ import pytest
 import netpoll
 from netpoll import Chan, ChannelClosed, Event, WaitGroup
 
-
-def run(main, backend_name):
-    return netpoll.run(main(), backend=backend_name)
+from support import run
 
 
 # ---------------------------------------------------------------------------
@@ -40,7 +38,7 @@ def test_unbuffered_send_waits_for_receiver(backend_name):
         await s
         return v, log
 
-    v, log_ = run(main, backend_name)
+    v, log_ = run(backend_name, main)
     assert v == "v"
     assert log_ == ["send start", "send done"]
 
@@ -55,7 +53,7 @@ def test_unbuffered_recv_waits_for_sender(backend_name):
         netpoll.go(sender(ch))
         return await ch.recv()
 
-    assert run(main, backend_name) == 1
+    assert run(backend_name, main) == 1
 
 
 def test_buffered_chan_fifo_and_capacity(backend_name):
@@ -74,7 +72,7 @@ def test_buffered_chan_fifo_and_capacity(backend_name):
         assert len(ch) == 0
         return got
 
-    assert run(main, backend_name) == [0, 1, 2, 3]
+    assert run(backend_name, main) == [0, 1, 2, 3]
 
 
 def test_many_senders_and_receivers(backend_name):
@@ -109,7 +107,7 @@ def test_many_senders_and_receivers(backend_name):
                 assert [i for kk, i in out if kk == k] == list(range(M))
         return "ok"
 
-    assert run(main, backend_name) == "ok"
+    assert run(backend_name, main) == "ok"
 
 
 def test_close_wakes_receivers(backend_name):
@@ -129,7 +127,7 @@ def test_close_wakes_receivers(backend_name):
         ch.close()
         return [await r for r in rs], await r2
 
-    assert run(main, backend_name) == (["closed"] * 3, (None, False))
+    assert run(backend_name, main) == (["closed"] * 3, (None, False))
 
 
 def test_close_wakes_blocked_senders(backend_name):
@@ -151,7 +149,7 @@ def test_close_wakes_blocked_senders(backend_name):
         assert await ch.recv2() == (None, False)
         return res
 
-    assert run(main, backend_name) == ["closed"] * 3
+    assert run(backend_name, main) == ["closed"] * 3
 
 
 def test_send_on_closed_and_double_close(backend_name):
@@ -166,7 +164,7 @@ def test_send_on_closed_and_double_close(backend_name):
             await ch.recv()
         return "ok"
 
-    assert run(main, backend_name) == "ok"
+    assert run(backend_name, main) == "ok"
 
 
 def test_async_for_drains_then_stops(backend_name):
@@ -180,7 +178,7 @@ def test_async_for_drains_then_stops(backend_name):
         netpoll.go(producer(ch))
         return [v async for v in ch]
 
-    assert run(main, backend_name) == [0, 1, 2, 3, 4]
+    assert run(backend_name, main) == [0, 1, 2, 3, 4]
 
 
 def test_closed_waiter_leaves_chan_queue(backend_name):
@@ -192,7 +190,7 @@ def test_closed_waiter_leaves_chan_queue(backend_name):
         await netpoll.sleep(0)
         return ch, r
 
-    ch, r = run(main, backend_name)
+    ch, r = run(backend_name, main)
     assert not ch._recvq, "a dead receiver is still queued"
 
 
@@ -211,7 +209,7 @@ def test_chan_value_passes_to_parked_receiver_in_order(backend_name):
             await r
         return out
 
-    assert run(main, backend_name) == [0, 1, 2, 3, 4]
+    assert run(backend_name, main) == [0, 1, 2, 3, 4]
 
 
 # ---------------------------------------------------------------------------
@@ -237,7 +235,7 @@ def test_event_set_wakes_all_waiters(backend_name):
         await ev.wait()  # already set: returns at once
         return sorted(out)
 
-    assert run(main, backend_name) == [0, 1, 2, 3, 4]
+    assert run(backend_name, main) == [0, 1, 2, 3, 4]
 
 
 def test_event_set_from_timer_goroutine(backend_name):
@@ -252,7 +250,7 @@ def test_event_set_from_timer_goroutine(backend_name):
         await ev.wait()
         return netpoll.now() - t0
 
-    assert 0.02 <= run(main, backend_name) < 0.5
+    assert 0.02 <= run(backend_name, main) < 0.5
 
 
 # ---------------------------------------------------------------------------
@@ -278,7 +276,7 @@ def test_waitgroup_waits_for_all(backend_name):
         await wg.wait()
         return sorted(done)
 
-    assert run(main, backend_name) == list(range(20))
+    assert run(backend_name, main) == list(range(20))
 
 
 def test_waitgroup_zero_does_not_park_and_negative_raises(backend_name):
@@ -299,7 +297,7 @@ def test_waitgroup_zero_does_not_park_and_negative_raises(backend_name):
             await w
         return "ok"
 
-    assert run(main, backend_name) == "ok"
+    assert run(backend_name, main) == "ok"
 
 
 def test_waitgroup_wait_alone_is_a_deadlock(backend_name):
@@ -309,4 +307,4 @@ def test_waitgroup_wait_alone_is_a_deadlock(backend_name):
         await wg.wait()
 
     with pytest.raises(netpoll.DeadlockError):
-        run(main, backend_name)
+        run(backend_name, main)

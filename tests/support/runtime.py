@@ -1,32 +1,25 @@
-"""Helpers shared by the runtime tests: sockets registered with the running
-runtime's poller, the read/write loops of the FD layer written out by hand,
-and descriptor counting for leak checks."""
+"""The runtime's tests: a socketpair registered with the running
+runtime's poller, the FD layer's read/write loops written out by hand, and
+where a goroutine is parked."""
 
 from __future__ import annotations
 
-import os
 import socket
 from typing import Optional
 
+import pytest
+
+import netpoll
 from netpoll import _sched
 from netpoll._netpoll import monotonic_ns, pollclose
 
-MS = 1_000_000  # nanoseconds
-
-
-def fd_count() -> int:
-    """How many descriptors this process has open."""
-    for d in ("/proc/self/fd", "/dev/fd"):
-        try:
-            return len(os.listdir(d))
-        except OSError:
-            continue
-    raise RuntimeError("cannot count open descriptors here")
+from .core import drain, fill
 
 
 class Pair:
     """A non-blocking socketpair whose ``a`` end is registered with the
-    running runtime (``pd``); ``b`` is the peer, driven directly."""
+    running runtime (``pd``); ``b`` is the peer, driven directly.
+    ``with Pair() as p:`` closes it on the way out."""
 
     def __init__(self, family: int = socket.AF_UNIX) -> None:
         self.sched = _sched.current()
@@ -35,6 +28,12 @@ class Pair:
         self.b.setblocking(False)
         self.pd = self.sched.pollopen(self.a.fileno())
         self.closed = False
+
+    def __enter__(self) -> "Pair":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def set_deadline(self, d: int, mode: str) -> None:
         self.sched.wake(self.pd.set_deadline(d, mode))
@@ -75,39 +74,10 @@ class Pair:
 
     def fill(self) -> int:
         """Fill ``a``'s send path until it would block; returns bytes queued."""
-        return fill(self.a)
+        return fill(self.a, settle=0)
 
     def drain_peer(self) -> int:
-        return drain(self.b)
-
-
-def fill(sock: socket.socket, limit: int = 64 << 20) -> int:
-    total = 0
-    chunk = b"\0" * 65536
-    while total < limit:
-        try:
-            total += sock.send(chunk)
-        except BlockingIOError:
-            return total
-    raise AssertionError(f"socket still writable after {limit} bytes")
-
-
-def drain(sock: socket.socket, limit: int = 64 << 20) -> int:
-    total = 0
-    while total < limit:
-        try:
-            n = len(sock.recv(1 << 20))
-        except BlockingIOError:
-            return total
-        if n == 0:
-            return total
-        total += n
-    raise AssertionError(f"socket still readable after {limit} bytes")
-
-
-def after(ms: float) -> int:
-    """An absolute deadline ``ms`` milliseconds from now."""
-    return monotonic_ns() + int(ms * MS)
+        return len(drain(self.b))
 
 
 def parked_on(pd, mode: str, g: Optional[object] = None) -> bool:
@@ -116,3 +86,19 @@ def parked_on(pd, mode: str, g: Optional[object] = None) -> bool:
     if g is not None:
         return s is g
     return isinstance(s, _sched.G)
+
+
+async def settle(n: int = 3) -> None:
+    """Let every runnable goroutine get as far as it can (park)."""
+    for _ in range(n):
+        await netpoll.sleep(0)
+
+
+async def expect_timeout(p: Pair, mode: str = "r"):
+    """Block in ``mode`` until a DeadlineExceededError; return when (ns)."""
+    with pytest.raises(netpoll.DeadlineExceededError) as info:
+        if mode == "r":
+            await p.read()
+        else:
+            await p.write(b"x" * 65536)
+    return monotonic_ns(), info.value

@@ -1,21 +1,17 @@
-"""Helpers for the backend conformance suite (imported by tests/conftest.py and
-the modules under tests/conformance/).
+"""The backend conformance suite: stand-in waiters, netpoll until events
+arrive, absorbing a fresh registration's edges, and a Kit that owns a test's
+descriptors and registrations and undoes them in protocol order (evict,
+pollclose, close).
 
 Everything here works on real descriptors: socketpairs, pipes and TCP
-connections on 127.0.0.1. A ``Kit`` owns what a test opens and undoes it in
-the order the protocol requires: evict, pollclose (netpollclose), then close
-the descriptors.
+connections on 127.0.0.1.
 """
 
 from __future__ import annotations
 
-import ast
 import errno
-import fcntl
 import os
-import resource
 import socket
-import stat
 import struct
 import time
 from typing import Callable, Iterable, Optional
@@ -23,7 +19,7 @@ from typing import Callable, Iterable, Optional
 from netpoll import _syscall
 from netpoll._netpoll import pollclose, pollopen
 
-MS = 1_000_000  # nanoseconds
+from .core import MS
 
 # rg/wg values as PollDesc.sema() shows them (see _netpoll.pyx).
 PD_NIL = 0
@@ -40,94 +36,6 @@ class Waiter:
         return f"<Waiter {self.name}>"
 
 
-def _listing_dir() -> Optional[str]:
-    # A directory that lists this process's descriptors, trusted only once it
-    # showed one just opened: FreeBSD's /dev/fd without fdescfs lists 0-2
-    # whatever is open. A NETPOLL_PORTABLE build uses none (on Linux /dev/fd
-    # is /proc), so the scan below runs where /proc does not exist.
-    if _syscall.PORTABLE:
-        return None
-    for d in ("/proc/self/fd", "/dev/fd"):
-        try:
-            r, w = os.pipe()
-        except OSError:
-            return None
-        try:
-            if {str(r), str(w)} <= set(os.listdir(d)):
-                return d
-        except OSError:
-            pass
-        finally:
-            os.close(r)
-            os.close(w)
-    return None
-
-
-FD_DIR = _listing_dir()
-
-# The scan: descriptors are numbered lowest-free first, so it stops after
-# this many closed numbers in a row past the highest open one. A descriptor
-# beyond such a gap (only after a test held that many more open and closed
-# them, or a dup2 to a high number) is not seen.
-SCAN_GAP = 256
-
-
-def open_fds() -> set[int]:
-    """The descriptors this process has open (less any the listing used):
-    from /proc/self/fd or /dev/fd where they list them, else scanned."""
-    return listed_fds(FD_DIR) if FD_DIR is not None else scanned_fds()
-
-
-def listed_fds(d: str) -> set[int]:
-    fds = set()
-    for n in os.listdir(d):
-        try:
-            fcntl.fcntl(int(n), fcntl.F_GETFD)
-        except OSError:
-            continue
-        fds.add(int(n))
-    return fds
-
-
-def scanned_fds() -> set[int]:
-    """The open descriptors found by asking fcntl about each number, up to
-    SCAN_GAP closed numbers past the highest open one (or RLIMIT_NOFILE)."""
-    limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-    if limit == resource.RLIM_INFINITY or limit <= 0:
-        limit = 1 << 20
-    fds = set()
-    fd = 0
-    top = SCAN_GAP
-    while fd < top and fd < limit:
-        try:
-            fcntl.fcntl(fd, fcntl.F_GETFD)
-        except OSError:
-            pass
-        else:
-            fds.add(fd)
-            top = fd + 1 + SCAN_GAP
-        fd += 1
-    return fds
-
-
-def describe_fd(fd: int) -> str:
-    """What a descriptor is, for a leak report: its /proc link, else its type."""
-    if FD_DIR == "/proc/self/fd":
-        try:
-            return os.readlink(f"{FD_DIR}/{fd}")
-        except OSError:
-            pass
-    try:
-        mode = os.fstat(fd).st_mode
-    except OSError:
-        return "?"
-    for test, name in ((stat.S_ISSOCK, "socket"), (stat.S_ISFIFO, "pipe"), (stat.S_ISREG, "file"),
-                       (stat.S_ISDIR, "directory"), (stat.S_ISCHR, "character device")):
-        if test(mode):
-            return name
-    return f"mode {mode:o}"
-
-
 def error_events(backend) -> bool:
     """Whether the backend can tell an error-only event from readiness.
 
@@ -139,41 +47,6 @@ def error_events(backend) -> bool:
     attribute ``error_events``.
     """
     return bool(type(backend).error_events)
-
-
-def drain(sock: socket.socket, limit: int = 1 << 24) -> bytes:
-    """Read until EAGAIN (or EOF); return what was read."""
-    out = bytearray()
-    while len(out) < limit:
-        try:
-            chunk = sock.recv(65536)
-        except BlockingIOError:
-            break
-        if not chunk:
-            break
-        out += chunk
-    return bytes(out)
-
-
-def fill(send: Callable[[bytes], int], settle: float = 0.05, rounds: int = 20) -> int:
-    """Write until EAGAIN, pause, and repeat until a write right after a pause
-    gets EAGAIN at once: the send side is then full and stays full while the
-    peer does not read. Returns the bytes written."""
-    chunk = b"\0" * 65536
-    total = 0
-    for _ in range(rounds):
-        wrote = 0
-        for _ in range(100_000):
-            try:
-                n = send(chunk)
-            except BlockingIOError:
-                break
-            wrote += n
-        total += wrote
-        if wrote == 0:
-            return total
-        time.sleep(settle)
-    raise AssertionError("the send side never stayed full")
 
 
 def collect(backend, done: Callable[[list], bool], timeout: float = 2.0,
@@ -309,33 +182,3 @@ def rst_close(sock: socket.socket) -> None:
     """Close a TCP socket with SO_LINGER 0: the peer gets a reset."""
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     sock.close()
-
-
-# -- the shadowed-test guard -------------------------------------------------
-
-def shadowed_tests(source: str) -> list[str]:
-    """Test functions, test classes and test methods defined twice in the same
-    scope of a module: the later definition silently replaces the earlier,
-    whose test then never runs."""
-    tree = ast.parse(source)
-    found: list[str] = []
-
-    def scan(body, prefix: str) -> None:
-        seen: dict[str, int] = {}
-        for node in body:
-            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-                name = node.name
-                if name.startswith(("test", "Test")):
-                    if name in seen:
-                        found.append(f"{prefix}{name} (lines {seen[name]} and {node.lineno})")
-                    else:
-                        seen[name] = node.lineno
-                if isinstance(node, ast.ClassDef):
-                    scan(node.body, f"{prefix}{node.name}.")
-            elif isinstance(node, ast.Assign):
-                for t in node.targets:
-                    if isinstance(t, ast.Name) and t.id.startswith("test") and t.id in seen:
-                        found.append(f"{prefix}{t.id} (lines {seen[t.id]} and {node.lineno})")
-
-    scan(tree.body, "")
-    return found

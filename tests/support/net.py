@@ -1,26 +1,17 @@
-"""Helpers shared by the net-layer tests: connected pairs, exact reads,
-filling a connection's send path, and probes for what this host supports."""
+"""The net layer's tests: connected conns, filling a conn's send path,
+resets, descriptor flags, and probes for what this host supports."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import os
 import socket
-from typing import Any, Awaitable, Callable
+from typing import Any, AsyncIterator
 
 import netpoll
 from netpoll import net
-
-# Timeouts for things that should happen "at once" and for short deadlines.
-SHORT = 0.1
-# How much later than its deadline an operation may return (slow CI hosts).
-SLACK = 2.0
-
-
-def run(backend_name: str, main: Callable[..., Awaitable[Any]], *args: Any) -> Any:
-    """Run ``main(*args)`` as the main goroutine under ``backend_name``."""
-    return netpoll.run(main(*args), backend=backend_name)
 
 
 async def stream_pair(network: str = "tcp", address: Any = "127.0.0.1:0"):
@@ -36,28 +27,17 @@ async def stream_pair(network: str = "tcp", address: Any = "127.0.0.1:0"):
     return ln, c, s
 
 
-async def read_full(conn: Any, n: int, bufsize: int = 65536) -> bytes:
-    """Read exactly ``n`` bytes; fail on an early EOF."""
-    out = bytearray()
-    buf = bytearray(min(bufsize, max(n, 1)))
-    while len(out) < n:
-        m = await conn.read(memoryview(buf)[: min(len(buf), n - len(out))])
-        if m == 0:
-            raise AssertionError(f"EOF after {len(out)} of {n} bytes")
-        out += buf[:m]
-    return bytes(out)
-
-
-async def read_all(conn: Any, bufsize: int = 65536, limit: int = 1 << 30) -> bytes:
-    """Read to EOF."""
-    out = bytearray()
-    buf = bytearray(bufsize)
-    while True:
-        m = await conn.read(buf)
-        if m == 0:
-            return bytes(out)
-        out += buf[:m]
-        assert len(out) <= limit, "peer sent more than expected"
+@contextlib.asynccontextmanager
+async def conn_pair(network: str = "tcp", address: Any = "127.0.0.1:0") -> AsyncIterator[tuple[Any, Any, Any]]:
+    """``async with conn_pair() as (ln, c, s):`` stream_pair's three, closed
+    on the way out (the conns, then the listener)."""
+    ln, c, s = await stream_pair(network, address)
+    try:
+        yield ln, c, s
+    finally:
+        c.close()
+        s.close()
+        ln.close()
 
 
 def small_buffers(*conns: Any, size: int = 4096) -> None:
@@ -67,7 +47,7 @@ def small_buffers(*conns: Any, size: int = 4096) -> None:
         c._control(lambda s: s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size))
 
 
-async def fill(conn: Any, chunk: int = 1 << 16, max_chunks: int = 1024) -> int:
+async def fill_conn(conn: Any, chunk: int = 1 << 16, max_chunks: int = 1024) -> int:
     """Write until the send path is full (a write blocks past a short
     deadline); returns the bytes known written. The write deadline is
     cleared afterwards."""

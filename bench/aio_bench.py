@@ -1,0 +1,224 @@
+"""asyncio on netpoll against the stdlib loop and uvloop: the same programs on each.
+
+    python bench/aio_bench.py [--conns 1,64] [--rounds 3] [--duration 5] [--quick] [--no-wrk]
+
+1. Echo (netpoll's C load generator and CPU accounting, netpoll.benchmark):
+   an asyncio streams server (reader.read / writer.write / drain) and a
+   protocols server (data_received -> transport.write), each on the
+   netpoll.aio loop (one row per backend asked for), the stdlib loop and
+   uvloop; ratios against uvloop protocols and asyncio streams.
+2. uvicorn's hello world (an ASGI app answering "Hello, world!") under wrk,
+   on each loop, if wrk is on PATH.
+
+Figures, not tests: the run prints them and exits 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+
+HERE = os.path.abspath(__file__)
+ROOT = os.path.dirname(os.path.dirname(HERE))
+BUFSIZE = 65536
+LOOPS = ("netpoll", "asyncio", "uvloop")
+
+
+# -- the servers (run as: aio_bench.py serve KIND LOOP [BACKEND]) ----------------------
+
+
+def _factory(loop: str, backend: str | None):
+    import asyncio
+
+    if loop == "netpoll":
+        from netpoll import aio
+
+        return lambda: aio.new_event_loop(backend=backend)
+    if loop == "uvloop":
+        import uvloop
+
+        return uvloop.new_event_loop
+    return asyncio.new_event_loop
+
+
+def serve(kind: str, loop: str, backend: str | None) -> None:
+    import asyncio
+    import signal
+
+    def ready(addr: str) -> None:
+        print(f"READY {addr} {loop}{'-' + backend if backend else ''}", flush=True)
+
+    async def echo_streams(reader, writer):
+        try:
+            while data := await reader.read(BUFSIZE):
+                writer.write(data)
+                await writer.drain()
+        except OSError:
+            pass
+        finally:
+            writer.close()
+
+    class EchoProtocol(asyncio.Protocol):
+        def connection_made(self, transport):
+            self.transport = transport
+
+        def data_received(self, data):
+            self.transport.write(data)
+
+    async def hello(scope, receive, send):
+        if scope["type"] != "http":
+            return
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"text/plain"), (b"content-length", b"13")]})
+        await send({"type": "http.response.body", "body": b"Hello, world!"})
+
+    async def main():
+        loop_ = asyncio.get_running_loop()
+        if kind == "uvicorn":
+            import socket
+
+            import uvicorn
+
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", 0))
+                port = s.getsockname()[1]
+            # host/port, as uvicorn's command line runs it (its sockets= path
+            # answers some 20 times slower on every loop here).
+            server = uvicorn.Server(uvicorn.Config(hello, host="127.0.0.1", port=port,
+                                                   log_config=None, access_log=False,
+                                                   lifespan="off"))
+            task = asyncio.ensure_future(server.serve())
+            while not server.started:
+                if task.done():
+                    task.result()
+                await asyncio.sleep(0.01)
+            ready(f"127.0.0.1:{port}")
+            # uvicorn installs its own SIGTERM handler and stops itself.
+            await task
+            return
+        if kind == "streams":
+            srv = await asyncio.start_server(echo_streams, "127.0.0.1", 0, backlog=4096)
+        else:
+            srv = await loop_.create_server(EchoProtocol, "127.0.0.1", 0, backlog=4096)
+        stop = loop_.create_future()
+        loop_.add_signal_handler(signal.SIGTERM, stop.set_result, None)
+        ready("127.0.0.1:%d" % srv.sockets[0].getsockname()[1])
+        await stop
+        srv.close()
+
+    with asyncio.Runner(loop_factory=_factory(loop, backend)) as r:
+        r.run(main())
+
+
+# -- the runs ------------------------------------------------------------------------------
+
+
+def _servers(kind: str, backends: list[str]):
+    from netpoll.benchmark import runner
+
+    def argv(loop: str, backend: str | None):
+        return lambda: [sys.executable, "-P", HERE, "serve", kind, loop] + ([backend] if backend else [])
+
+    # Names: the echo table's ratio columns look for "uvloop-protocols" and
+    # "asyncio-streams".
+    out = [runner.Server(f"netpoll.aio-{b}-{kind}", f"netpoll.aio {kind}", argv("netpoll", b))
+           for b in backends]
+    uv = None if runner._has("uvloop") else "uvloop is not installed (pip install uvloop)"
+    out.append(runner.Server(f"uvloop-{kind}", f"uvloop {kind}", argv("uvloop", None), skip=uv))
+    out.append(runner.Server(f"asyncio-{kind}", f"asyncio {kind}", argv("asyncio", None)))
+    return out
+
+
+def wrk_hello(backends: list[str], duration: float, conns: int, rounds: int) -> str:
+    from netpoll.benchmark import runner
+
+    wrk = shutil.which("wrk")
+    if wrk is None:
+        return "uvicorn hello: wrk is not on PATH (Debian: apt-get install wrk); not run"
+    try:
+        import uvicorn  # noqa: F401
+    except ImportError:
+        return "uvicorn hello: uvicorn is not installed (pip install uvicorn); not run"
+    servers = _servers("uvicorn", backends)
+    secs = max(1, round(duration))  # wrk takes whole seconds
+    results: dict[str, list[float]] = {}
+    for rnd in range(rounds):
+        order = servers if rnd % 2 == 0 else servers[::-1]
+        for s in order:
+            if s.skip:
+                continue
+            with runner.Running(s) as srv:
+                url = f"http://{srv.addr}/"
+                subprocess.run([wrk, "-t1", "-c8", "-d1s", url], capture_output=True, timeout=30)
+                out = subprocess.run([wrk, "-t1", f"-c{conns}", f"-d{secs}s", url],
+                                     capture_output=True, text=True, timeout=duration + 30).stdout
+            m = re.search(r"Requests/sec:\s*([\d.]+)", out)
+            non2xx = re.search(r"Non-2xx or 3xx responses:\s*(\d+)", out)
+            if m and not non2xx:
+                results.setdefault(s.name, []).append(float(m.group(1)))
+    med = {k: sorted(v)[len(v) // 2] for k, v in results.items()}
+    uv, std = med.get("uvloop-uvicorn"), med.get("asyncio-uvicorn")
+    rows = []
+    for s in servers:
+        if s.name not in med:
+            rows.append([s.label.replace(" uvicorn", ""), s.name, "skipped" if s.skip else "failed", "", ""])
+            continue
+        r = med[s.name]
+        rows.append([s.label.replace(" uvicorn", ""), s.name.split("-")[1] if s.name.startswith("netpoll") else "",
+                     f"{r:,.0f}", f"{r / uv:.2f}" if uv else "-", f"{r / std:.2f}" if std else "-"])
+    head = (f"uvicorn hello world under wrk -t1 -c{conns} -d{secs}s, median of {rounds} "
+            f"alternating round(s)")
+    return head + "\n\n" + runner.render(["loop", "backend", "req/s", "× uvloop", "× asyncio"], rows,
+                                         markdown=True, right={2, 3, 4})
+
+
+def main(argv=None) -> int:
+    if argv is None:
+        argv = sys.argv[1:]
+    if argv[:1] == ["serve"]:
+        serve(argv[1], argv[2], argv[3] if len(argv) > 3 else None)
+        return 0
+    sys.path.insert(0, ROOT)
+    import netpoll
+    from netpoll.benchmark import build, runner
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--conns", default="1,64")
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--duration", type=float, default=5.0)
+    p.add_argument("--warmup", type=float, default=1.0)
+    p.add_argument("--backends", default=netpoll.BACKEND,
+                   help="netpoll backends for the netpoll.aio rows (comma list)")
+    p.add_argument("--quick", action="store_true", help="one round of 1.5 s on 64 connections")
+    p.add_argument("--no-wrk", action="store_true")
+    a = p.parse_args(argv)
+    if a.quick:
+        a.conns, a.rounds, a.duration, a.warmup = "64", 1, 1.5, 0.5
+    backends = [b for b in a.backends.split(",") if b]
+    build.loadgen()
+    cfg = runner.EchoConfig(conns=[int(c) for c in a.conns.split(",")], size=64, warmup=a.warmup,
+                            duration=a.duration, rounds=a.rounds)
+    t0 = time.monotonic()
+    texts = []
+    for kind in ("protocols", "streams"):
+        servers = _servers(kind, backends)
+        if kind == "streams":
+            # the ratio columns need uvloop protocols in the same rounds
+            servers += [s for s in _servers("protocols", []) if s.name == "uvloop-protocols"]
+        else:
+            servers += [s for s in _servers("streams", []) if s.name == "asyncio-streams"]
+        texts.append(f"## {kind}\n\n" + runner.echo_table(runner.run_echo(servers, cfg), markdown=True))
+    if not a.no_wrk:
+        texts.append("## uvicorn\n\n" + wrk_hello(backends, a.duration, 64, a.rounds))
+    print("\n\n".join(texts))
+    print(f"\n({time.monotonic() - t0:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,413 @@
+# cython: language_level=3, boundscheck=False, wraparound=False
+"""The asyncio loop on netpoll's runtime: the loop goroutine and the fd watchers.
+
+One run of ``run_forever`` is one ``Sched.run(driver, end=False)``: the main
+goroutine is a ``_Driver``, which runs asyncio's ready callbacks and due
+timers (one asyncio iteration per step), then parks. It parks idle on
+netpoll's timer heap (one Timer at the loop's next TimerHandle) and is woken
+by that timer, by ``call_soon``/``call_at``/``stop`` from a goroutine, or by a
+watcher delivering readiness. While callbacks are queued it yields instead,
+so goroutines run and the poller is looked at between asyncio iterations.
+
+Readiness for ``add_reader``/``add_writer`` comes from netpoll poll
+descriptors: one ``_Watcher`` goroutine per fd and direction waits in the
+descriptor's rg/wg semaphore. When netpollready wakes it, it appends the
+asyncio handle to the loop's ready queue (asyncio's order: I/O callbacks
+after the ones already queued) and parks in ``pending`` until the driver has
+run that handle. asyncio's readers are level-triggered; on edge-triggered
+backends (epoll, kqueue) the driver then drops the stale mark (pollreset)
+and probes every pending fd with one poll(2) of timeout 0: still ready fds
+are delivered again, the others go back to their semaphore. A readiness edge
+that comes after the reset marks pdReady, so none is lost. Level-triggered
+backends (poll, select) re-arm instead, and their next netpoll reports the
+level.
+"""
+
+from cpython.pythread cimport PyThread_get_thread_ident
+from libc.stdint cimport int64_t
+from libc.stdlib cimport free, malloc
+
+from netpoll._netpoll cimport (MODE_R, MODE_W, TIMER_READY, Park, PollDesc,
+                               Timer, netpollblock, netpollblockcommit,
+                               netpollcheckerr, pdG, pdNil, pdReady,
+                               pollErrClosing, pollreset)
+from netpoll._sched cimport G, Sched
+
+import heapq as _heapq
+
+cdef extern from "<poll.h>" nogil:
+    struct pollfd:
+        int fd
+        short events
+        short revents
+    int poll(pollfd *fds, unsigned long nfds, int timeout)
+    enum:
+        POLLIN
+        POLLOUT
+        POLLERR
+        POLLHUP
+
+
+cdef enum:
+    # _Watcher states
+    W_START = 0       # queued by newproc: waits on its first run
+    W_PARKED = 1      # in the descriptor's semaphore (or readied from it)
+    W_DELIVERED = 2   # its handle is in the ready queue; parked in pending
+    W_DONE = 3        # cancelled: exits on its next run, never touches pd
+
+    # _Watcher.block results
+    B_PARKED = 0
+    B_READY = 1
+    B_CLOSED = 2
+
+    # _Driver parks
+    D_YIELD = 0
+    D_IDLE = 1
+
+
+cdef class Core:
+    """The loop's side of the runtime: its Sched, the idle driver and the watchers."""
+    cdef readonly Sched sched
+    cdef readonly bint edge          # the backend is edge-triggered: probe levels
+    cdef public object ready         # the loop's ready deque (asyncio's _ready)
+    cdef object loop
+    cdef G idle                      # the driver, parked idle, or None
+    cdef Timer timer                 # the loop's next deadline; arg is the idle driver
+    cdef bint armed                  # timer was queued for the idle driver
+    cdef list pending                # watchers whose handles the next tick runs
+    cdef _Driver driver
+    cdef unsigned long owner         # the thread running the loop
+
+    def __cinit__(self, Sched sched not None, loop):
+        self.sched = sched
+        self.loop = loop
+        self.edge = bool(type(sched.backend).edge_triggered)
+        self.timer = Timer()
+        self.timer.kind = TIMER_READY
+        self.pending = []
+
+    def watch(self, PollDesc pd not None, str mode, handle):
+        """Start a watcher goroutine delivering ``handle`` when ``pd`` is ready for ``mode``."""
+        cdef _Watcher w = _Watcher.__new__(_Watcher)
+        w.core = self
+        w.pd = pd
+        w.mode = MODE_R if mode == "r" else MODE_W
+        w.handle = handle
+        w.g = self.sched.newproc(w)
+        return w
+
+    def run(self):
+        """One run_forever: run the runtime until the driver sees loop._stopping."""
+        if self.driver is not None:
+            # A previous run ended by an exception (KeyboardInterrupt, a lost
+            # goroutine failure): its driver may still be queued or idle.
+            self.driver.retired = True
+            self.wake()
+        self.owner = PyThread_get_thread_ident()
+        cdef _Driver d = _Driver.__new__(_Driver)
+        d.core = self
+        d.starts = 2
+        self.driver = d
+        try:
+            self.sched.run(d, end=False)
+        finally:
+            if self.driver is d and d.finished:
+                self.driver = None
+
+    def close(self):
+        """End the runtime: leftover goroutines are closed and the poller released."""
+        self.idle = None
+        self.pending = []
+        self.sched.shutdown(None)
+
+    cdef bint fired(self):
+        # The idle driver's timer fired: Timers.run has queued the driver,
+        # which clears idle when it runs.
+        return self.armed and self.timer.index < 0
+
+    cpdef wake(self):
+        """Make the idle driver runnable (no-op when it is not idle, and from
+        another thread, which wakes the loop through its self-pipe)."""
+        cdef G g = self.idle
+        if g is None or PyThread_get_thread_ident() != self.owner:
+            return
+        self.idle = None
+        if self.armed:
+            self.armed = False
+            if self.timer.index < 0:
+                return
+            self.sched.timers.delete(self.timer)
+        self.sched.runqput(g)
+
+    def rearm(self, double when):
+        """A TimerHandle at ``when`` (loop.time()) was added while the driver is idle."""
+        if self.idle is None or self.fired() or PyThread_get_thread_ident() != self.owner:
+            return
+        cdef int64_t ns = _when_ns(when)
+        if self.armed and ns >= self.timer.when:
+            return
+        self.timer.arg = self.idle
+        self.sched.timers.add(self.timer, ns)
+        self.armed = True
+
+    cdef int tick(self) except -1:
+        # One asyncio iteration without the poll: due timers to ready, then
+        # every callback queued now (not those they queue: next tick).
+        loop = self.loop
+        cdef list scheduled = loop._scheduled
+        ready = self.ready
+        cdef double end
+        if scheduled:
+            end = loop.time() + loop._clock_resolution
+            while scheduled:
+                h = scheduled[0]
+                if h._when >= end:
+                    break
+                h = _heapq.heappop(scheduled)
+                h._scheduled = False
+                ready.append(h)
+        cdef Py_ssize_t ntodo = len(ready)
+        if loop._debug:
+            for _ in range(ntodo):
+                loop._run_handle_debug(ready.popleft())
+        else:
+            popleft = ready.popleft
+            for _ in range(ntodo):
+                h = popleft()
+                if not h._cancelled:
+                    h._run()
+        return 0
+
+    cdef int settle(self) except -1:
+        # Every pending watcher's handle has run: put each back to waiting,
+        # or deliver it again when its fd is still ready (level semantics).
+        cdef list pend = self.pending
+        if not pend:
+            return 0
+        self.pending = []
+        cdef _Watcher w
+        cdef Py_ssize_t i, n = len(pend)
+        cdef pollfd *fds
+        cdef bint live
+        if self.edge:
+            fds = <pollfd *>malloc(n * sizeof(pollfd))
+            if fds == NULL:
+                raise MemoryError()
+            try:
+                for i in range(n):
+                    w = <_Watcher>pend[i]
+                    fds[i].fd = -1
+                    fds[i].revents = 0
+                    if w.state == W_DELIVERED and pollreset(w.pd, w.mode) == 0:
+                        fds[i].fd = w.pd.fd
+                        fds[i].events = POLLIN if w.mode == MODE_R else POLLOUT
+                poll(fds, n, 0)
+                for i in range(n):
+                    w = <_Watcher>pend[i]
+                    live = fds[i].revents & (fds[i].events | POLLERR | POLLHUP)
+                    w.rest(live)
+            finally:
+                free(fds)
+        else:
+            for i in range(n):
+                (<_Watcher>pend[i]).rest(False)
+        return 0
+
+
+cdef int64_t _when_ns(double when):
+    # loop.time() seconds to nanotime(); one nanosecond late rather than early.
+    if when <= 0:
+        return 0
+    if when > 4e9:
+        when = 4e9
+    return <int64_t>(when * 1e9) + 1
+
+
+cdef class _Driver(Park):
+    # The main goroutine of one run_forever, and the Park it yields.
+    cdef Core core
+    cdef int how
+    cdef int starts
+    cdef int64_t when_ns
+    cdef bint retired
+    cdef bint finished
+
+    def __next__(self):
+        if self.retired:
+            raise StopIteration
+        cdef Core core = self.core
+        core.idle = None
+        core.armed = False
+        if self.starts:
+            # Poll once before the first tick, as asyncio's first iteration
+            # does: two yields, so the watchers the poll readied deliver first.
+            self.starts -= 1
+            self.how = D_YIELD
+            return self
+        core.tick()
+        core.settle()
+        loop = core.loop
+        if loop._stopping:
+            self.finished = True
+            raise StopIteration
+        if core.ready:
+            self.how = D_YIELD
+        else:
+            self.how = D_IDLE
+            when = loop._next_deadline()
+            self.when_ns = -1 if when is None else _when_ns(when)
+        return self
+
+    cdef bint commit(self, object g) except -1:
+        if self.how == D_YIELD:
+            return False
+        cdef Core core = self.core
+        core.idle = <G>g
+        if self.when_ns >= 0:
+            core.timer.arg = g
+            core.sched.timers.add(core.timer, self.when_ns)
+            core.armed = True
+        return True
+
+
+cdef class _Watcher(Park):
+    # One fd and direction; its own goroutine's coroutine, and the Park it yields.
+    cdef Core core
+    cdef PollDesc pd
+    cdef int mode
+    cdef int state
+    cdef public object handle        # the asyncio Handle to run when ready
+    cdef G g
+
+    def __repr__(self):
+        return (f"<netpoll.aio watcher fd={self.pd.fd if self.state != W_DONE else -1} "
+                f"{'r' if self.mode == MODE_R else 'w'} state={self.state}>")
+
+    cdef int block(self) except -1:
+        # netpollblock's first half: consume a pending readiness, or publish
+        # pdWait (the commit turns it into pdG).
+        cdef PollDesc pd = self.pd
+        if netpollblock(pd, self.mode):
+            return B_READY
+        cdef int err = netpollcheckerr(pd, self.mode)
+        if err == 0:
+            if pd.backend.arm:
+                pd.backend.netpollarm(pd, self.mode)
+            self.state = W_PARKED
+            return B_PARKED
+        if self.mode == MODE_R:
+            pd.rg = pdNil
+        else:
+            pd.wg = pdNil
+        # An error event (not pollable) is delivered: the callback's own
+        # syscall reports the error, as after select().
+        return B_CLOSED if err == pollErrClosing else B_READY
+
+    def __next__(self):
+        cdef int old, b
+        cdef PollDesc pd = self.pd
+        if self.state == W_DONE:
+            raise StopIteration
+        if self.state == W_PARKED:
+            if self.mode == MODE_R:
+                old = pd.rg
+                pd.rg = pdNil
+            else:
+                old = pd.wg
+                pd.wg = pdNil
+            if old == pdReady:
+                b = B_READY
+            elif netpollcheckerr(pd, self.mode) == pollErrClosing:
+                b = B_CLOSED
+            else:
+                b = self.block()
+        else:
+            b = self.block()
+        while True:
+            if b == B_PARKED:
+                return self
+            if b == B_CLOSED:
+                self.state = W_DONE
+                raise StopIteration
+            h = self.handle
+            if h is None or not h._cancelled:
+                break
+            # asyncio's _process_events: a cancelled handle unregisters itself.
+            loop = self.core.loop
+            if self.mode == MODE_R:
+                loop._remove_reader(pd.fd)
+            else:
+                loop._remove_writer(pd.fd)
+            if self.state == W_DONE:
+                raise StopIteration
+            b = self.block()
+        self.deliver()
+        return self
+
+    cdef void deliver(self):
+        if self.handle is not None:
+            self.core.ready.append(self.handle)
+        self.state = W_DELIVERED
+        self.core.wake()
+
+    cdef int rest(self, bint live) except -1:
+        # Called by settle for a watcher parked in pending.
+        cdef int b
+        if self.state == W_DONE:
+            self.core.sched.runqput(self.g)  # so that it exits
+            return 0
+        if live:
+            b = B_READY
+        else:
+            b = self.block()
+        if b == B_PARKED:
+            if not netpollblockcommit(self.pd, self.mode, self.g):
+                self.core.sched.runqput(self.g)
+        elif b == B_READY:
+            if self.handle is not None:
+                self.core.ready.append(self.handle)
+            self.core.pending.append(self)
+        else:
+            self.state = W_DONE
+            self.core.sched.runqput(self.g)
+        return 0
+
+    cdef bint commit(self, object g) except -1:
+        if self.state == W_DELIVERED:
+            self.core.pending.append(self)
+            return True
+        return netpollblockcommit(self.pd, self.mode, g)
+
+    def cancel(self):
+        """Stop watching: the goroutine exits and the descriptor holds no waiter."""
+        cdef PollDesc pd = self.pd
+        cdef int prev = self.state
+        self.state = W_DONE
+        self.handle = None
+        if prev == W_PARKED:
+            if self.mode == MODE_R and pd.rg == pdG:
+                pd.rgp = None
+                pd.rg = pdNil
+            elif self.mode == MODE_W and pd.wg == pdG:
+                pd.wgp = None
+                pd.wg = pdNil
+            else:
+                return  # already readied: it is queued and exits when run
+            pd.backend.waiters -= 1
+            self.core.sched.runqput(self.g)
+
+    def close(self):
+        # The runtime ending closes leftover goroutines: leave the semaphore
+        # without queueing anything.
+        cdef PollDesc pd = self.pd
+        if self.state == W_PARKED:
+            if self.mode == MODE_R and pd.rg == pdG:
+                pd.rgp = None
+                pd.rg = pdNil
+                pd.backend.waiters -= 1
+            elif self.mode == MODE_W and pd.wg == pdG:
+                pd.wgp = None
+                pd.wg = pdNil
+                pd.backend.waiters -= 1
+        self.state = W_DONE
+        self.handle = None

@@ -1,0 +1,251 @@
+"""netpoll's asyncio event loop: asyncio's Unix loop on netpoll's runtime.
+
+The transports, servers, sockets, signals, pipes and subprocesses are
+asyncio's own (selector_events, unix_events); what changes is below them.
+The selector is replaced by ``_Registry``, which turns each registered fd
+into a netpoll poll descriptor watched by goroutines, and ``_run_once``
+hands the thread to netpoll's scheduler (``_core.Core.run``) until
+``stop()``; asyncio's callbacks and timers then run as steps of the loop's
+main goroutine. See _core.pyx for the invariants.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import selectors
+from asyncio.base_events import _format_handle  # asyncio's wording for slow callbacks
+from asyncio.log import logger
+from typing import Any, Mapping, Optional
+
+from netpoll import _netpoll, _sched
+from netpoll._table import backend_class, resolve
+from netpoll.errors import NotPollableError
+from netpoll.aio import _core
+
+_EVENTS = selectors.EVENT_READ | selectors.EVENT_WRITE
+
+
+def _fileobj_to_fd(fileobj: Any) -> int:
+    if isinstance(fileobj, int):
+        fd = fileobj
+    else:
+        try:
+            fd = int(fileobj.fileno())
+        except (AttributeError, TypeError, ValueError):
+            raise ValueError(f"Invalid file object: {fileobj!r}") from None
+    if fd < 0:
+        raise ValueError(f"Invalid file descriptor: {fd}")
+    return fd
+
+
+class _NotPollable(NotPollableError, PermissionError):
+    """A regular file or directory: refused as asyncio's epoll selector does (EPERM)."""
+
+
+class _Map(Mapping[Any, selectors.SelectorKey]):
+    def __init__(self, keys: dict[int, selectors.SelectorKey]) -> None:
+        self._keys = keys
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def __getitem__(self, fileobj: Any) -> selectors.SelectorKey:
+        try:
+            return self._keys[_fileobj_to_fd(fileobj)]
+        except ValueError:
+            raise KeyError(f"{fileobj!r} is not registered") from None
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        return iter(self._keys)
+
+
+class _Registry(selectors.BaseSelector):
+    """The loop's selector: registration only. Each fd gets one poll
+    descriptor for its registration's life and one watcher per direction;
+    ``data`` is asyncio's (reader handle, writer handle)."""
+
+    def __init__(self, core: _core.Core) -> None:
+        self._core = core
+        self._keys: dict[int, selectors.SelectorKey] = {}
+        self._fds: dict[int, list[Any]] = {}   # fd -> [pd, reader watcher, writer watcher]
+        self._map = _Map(self._keys)
+
+    def register(self, fileobj: Any, events: int, data: Any = None) -> selectors.SelectorKey:
+        if not events or events & ~_EVENTS:
+            raise ValueError(f"Invalid events: {events!r}")
+        fd = _fileobj_to_fd(fileobj)
+        if fd in self._keys:
+            raise KeyError(f"{fileobj!r} (FD {fd}) is already registered")
+        try:
+            pd = self._core.sched.pollopen(fd)
+        except NotPollableError as e:
+            raise _NotPollable(fd, str(e).split(": ", 1)[-1]) from None
+        key = selectors.SelectorKey(fileobj, fd, events, data)
+        self._keys[fd] = key
+        self._fds[fd] = [pd, None, None]
+        self._watch(fd, events, data)
+        return key
+
+    def _watch(self, fd: int, events: int, data: Any) -> None:
+        entry = self._fds[fd]
+        reader, writer = data if data is not None else (None, None)
+        for i, bit, mode, handle in ((1, selectors.EVENT_READ, "r", reader),
+                                     (2, selectors.EVENT_WRITE, "w", writer)):
+            w = entry[i]
+            if events & bit:
+                if w is None:
+                    entry[i] = self._core.watch(entry[0], mode, handle)
+                else:
+                    w.handle = handle
+            elif w is not None:
+                w.cancel()
+                entry[i] = None
+
+    def unregister(self, fileobj: Any) -> selectors.SelectorKey:
+        fd = _fileobj_to_fd(fileobj)
+        try:
+            key = self._keys.pop(fd)
+        except KeyError:
+            raise KeyError(f"{fileobj!r} is not registered") from None
+        pd, rw, ww = self._fds.pop(fd)
+        for w in (rw, ww):
+            if w is not None:
+                w.cancel()
+        self._core.sched.wake(pd.evict())
+        try:
+            _netpoll.pollclose(pd)
+        except OSError:
+            pass  # the fd was closed (or reused) before it was unregistered
+        return key
+
+    def modify(self, fileobj: Any, events: int, data: Any = None) -> selectors.SelectorKey:
+        if not events or events & ~_EVENTS:
+            raise ValueError(f"Invalid events: {events!r}")
+        fd = _fileobj_to_fd(fileobj)
+        try:
+            old = self._keys[fd]
+        except KeyError:
+            raise KeyError(f"{fileobj!r} is not registered") from None
+        key = old._replace(events=events, data=data)
+        self._keys[fd] = key
+        self._watch(fd, events, data)
+        return key
+
+    def select(self, timeout: Optional[float] = None) -> list[Any]:
+        raise RuntimeError("netpoll.aio: readiness is delivered by the runtime, not select()")
+
+    def close(self) -> None:
+        for fd in list(self._keys):
+            self.unregister(fd)
+
+    def get_map(self) -> Mapping[Any, selectors.SelectorKey]:
+        return self._map
+
+
+class EventLoop(asyncio.SelectorEventLoop):  # type: ignore[misc,valid-type]
+    """An asyncio event loop whose callbacks, timers and readiness run on
+    netpoll's scheduler and poller; ``netpoll.go()`` works inside it."""
+
+    def __init__(self, *, backend: Optional[str] = None) -> None:
+        from netpoll import BACKEND
+
+        try:
+            name = BACKEND if backend is None else resolve(backend, "backend")
+            self._core = _core.Core(_sched.Sched(backend_class(name)()), self)
+        except BaseException:
+            self._closed = True  # never opened: nothing for __del__ to warn about
+            raise
+        self._backend_name = name
+        try:
+            super().__init__(_Registry(self._core))
+        except BaseException:
+            self._core.close()
+            raise
+        self._core.ready = self._ready
+
+    @property
+    def backend(self) -> str:
+        """The netpoll backend this loop polls with."""
+        return self._backend_name
+
+    @property
+    def runtime(self) -> "_sched.Sched":
+        """The netpoll runtime (scheduler) the loop runs on."""
+        return self._core.sched
+
+    def __repr__(self) -> str:
+        return (f"<{type(self).__name__} backend={self._backend_name} running={self.is_running()} "
+                f"closed={self.is_closed()} debug={self.get_debug()}>")
+
+    def _run_once(self) -> None:
+        # One run of the runtime, until stop(): run_forever calls this in its
+        # loop and then sees _stopping.
+        self._core.run()
+
+    def _next_deadline(self) -> Optional[float]:
+        # The earliest live TimerHandle; cancelled ones are dropped first
+        # (from the head, or all of them once they are most of a big heap).
+        scheduled = self._scheduled
+        if len(scheduled) > 100 and self._timer_cancelled_count * 2 > len(scheduled):
+            live = []
+            for h in scheduled:
+                if h._cancelled:
+                    h._scheduled = False
+                else:
+                    live.append(h)
+            heapq.heapify(live)
+            self._scheduled = scheduled = live
+            self._timer_cancelled_count = 0
+        while scheduled and scheduled[0]._cancelled:
+            self._timer_cancelled_count -= 1
+            heapq.heappop(scheduled)._scheduled = False
+        return scheduled[0]._when if scheduled else None
+
+    def _run_handle_debug(self, handle: asyncio.Handle) -> None:
+        if handle._cancelled:
+            return
+        self._current_handle = handle
+        try:
+            t0 = self.time()
+            handle._run()
+            dt = self.time() - t0
+            if dt >= self.slow_callback_duration:
+                logger.warning("Executing %s took %.3f seconds", _format_handle(handle), dt)
+        finally:
+            self._current_handle = None
+
+    # A goroutine (or a watcher) may queue work while the loop goroutine is
+    # parked idle: wake it, or move its timer. The source traceback of a
+    # handle in debug mode leaves this frame out, as asyncio's own do.
+    def call_soon(self, callback: Any, *args: Any, context: Any = None) -> asyncio.Handle:
+        handle = super().call_soon(callback, *args, context=context)
+        if handle._source_traceback:
+            del handle._source_traceback[-1]
+        self._core.wake()
+        return handle
+
+    def call_at(self, when: float, callback: Any, *args: Any,
+                context: Any = None) -> asyncio.TimerHandle:
+        handle = super().call_at(when, callback, *args, context=context)
+        if handle._source_traceback:
+            del handle._source_traceback[-1]
+        self._core.rearm(handle._when)
+        return handle
+
+    def stop(self) -> None:
+        super().stop()
+        self._core.wake()
+
+    def close(self) -> None:
+        if self.is_running():
+            raise RuntimeError("Cannot close a running event loop")
+        if self.is_closed():
+            return
+        # Goroutines end first, while the loop is open: what their finally
+        # blocks or the bridge's cancellation queue is dropped with the rest
+        # of the ready queue, without "Event loop is closed" errors.
+        try:
+            self._core.close()
+        finally:
+            super().close()
