@@ -146,6 +146,8 @@ cdef inline int64_t polldeadline(PollDesc pd, int mode) noexcept:
 
 
 cdef object pollerror(PollDesc pd, int code)
+cdef bint netpollblock(_Wait gpp) except -1
+cdef bint netpollblockcommit(_Wait gpp, object g) except -1
 cdef int netpollready(list to_run, PollDesc pd, int mode) except -1
 cdef int netpollevent(list to_run, PollDesc pd, int mode, bint error_only) except -1
 cdef PollDesc netpolltoken(uint64_t token)

@@ -459,7 +459,7 @@ cdef int pollreset(PollDesc pd, int mode) noexcept:
     return pollNoError
 
 
-cdef inline bint netpollblock(_Wait gpp) except -1:
+cdef bint netpollblock(_Wait gpp) except -1:
     # Go's netpollblock up to the park: consume a pending readiness (True),
     # or publish pdWait (False). The caller must then re-check errors (close
     # and deadlines store their state first and read g second, so one side
@@ -473,7 +473,7 @@ cdef inline bint netpollblock(_Wait gpp) except -1:
     return False
 
 
-cdef inline bint netpollblockcommit(_Wait gpp, object g) except -1:
+cdef bint netpollblockcommit(_Wait gpp, object g) except -1:
     # pdWait -> pdG. Any other state means a readiness, timeout or close came
     # between netpollblock and the park: the goroutine must not sleep.
     if gpp.g != pdWait:
