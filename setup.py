@@ -3,7 +3,10 @@
 epoll is built on Linux, kqueue on macOS and the BSDs, poll and select on
 every POSIX system. NETPOLL_KQUEUE_SHIM=1 also builds kqueue on Linux against
 the kqueue-over-epoll shim in tests/kqueue_shim (for `tox -e kqueue`).
-NETPOLL_SANITIZE=1 builds with AddressSanitizer and UBSan;
+NETPOLL_PORTABLE=1 forces the fallbacks of systems without accept4, pipe2 and
+eventfd (accept, pipe, fcntl; see netpoll/_syscall.pxd), so that the paths macOS
+takes are built and tested on Linux. NETPOLL_SANITIZE=1 builds with
+AddressSanitizer and UBSan;
 NETPOLL_ANNOTATE=1 writes Cython's HTML annotation next to the sources.
 """
 
@@ -15,6 +18,7 @@ from setuptools import Extension, setup
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SHIM = os.environ.get("NETPOLL_KQUEUE_SHIM") == "1"
+PORTABLE = os.environ.get("NETPOLL_PORTABLE") == "1"
 BSD = sys.platform == "darwin" or "bsd" in sys.platform or sys.platform.startswith("dragonfly")
 
 cflags = ["-O2"]
@@ -24,12 +28,17 @@ if os.environ.get("NETPOLL_SANITIZE") == "1":
     lflags = ["-fsanitize=address,undefined"]
 
 
+macros = [("NETPOLL_PORTABLE", "1")] if PORTABLE else []
+
+
 def ext(name, source, **kw):
-    return Extension(name, [source], extra_compile_args=cflags, extra_link_args=lflags, **kw)
+    return Extension(name, [source], extra_compile_args=cflags, extra_link_args=lflags,
+                     define_macros=macros, **kw)
 
 
 extensions = [
     ext("netpoll._netpoll", "netpoll/_netpoll.pyx"),
+    ext("netpoll._syscall", "netpoll/_syscall.pyx"),
     ext("netpoll._sched", "netpoll/_sched.pyx"),
     ext("netpoll._fd", "netpoll/_fd.pyx"),
     ext("netpoll.aio._core", "netpoll/aio/_core.pyx"),
@@ -46,7 +55,7 @@ elif SHIM:
             "netpoll.backends.kqueue",
             ["backends/kqueue.pyx", "tests/kqueue_shim/kqueue_shim.c"],
             include_dirs=["tests/kqueue_shim"],
-            define_macros=[("NETPOLL_KQUEUE_SHIM", "1")],
+            define_macros=[("NETPOLL_KQUEUE_SHIM", "1")] + macros,
             extra_compile_args=cflags,
             extra_link_args=lflags,
         )

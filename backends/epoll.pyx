@@ -5,26 +5,27 @@
 #   EPOLLIN|EPOLLOUT|EPOLLRDHUP|EPOLLET for its whole life and is never
 #   modified: a fresh connected socket reports writable at once, which is
 #   harmless because the FD layer's pollreset drops it before the first write.
-# Wakeup: an eventfd registered level-triggered for EPOLLIN. netpollbreak
-#   writes to it only when `wakesig` was clear; only a blocking netpoll drains
-#   it and clears `wakesig`, so a non-blocking poll that sees it leaves the
-#   break pending for the next blocking one: breaks coalesce and none is lost.
-# Modes: IN|RDHUP|HUP|ERR -> 'r'; OUT|HUP|ERR -> 'w'; ERR alone sets everr;
-#   RDHUP|HUP|ERR set hup.
+# Wakeup: the channel of wakepipe.pxd, registered level-triggered for
+#   EPOLLIN: an eventfd, or the pipe of poll and select in a NETPOLL_PORTABLE
+#   build (which proves that path on Linux). Breaks coalesce and only a
+#   blocking netpoll consumes one.
+# Modes: IN|RDHUP|HUP|ERR -> 'r'; OUT|HUP|ERR -> 'w'; ERR alone is an
+#   error-only event (netpollevent).
 # Stale events: the cookie is the PollDesc token (pollcache slot << 32 |
-#   fdseq); netpolltoken drops a cookie whose fdseq moved on. The eventfd's
+#   fdseq); netpolltoken drops a cookie whose fdseq moved on. The wakeup's
 #   cookie is all ones, a slot the pollcache never reaches.
-# Timeout: epoll_wait counts milliseconds; a delay is rounded *up* (Go
-#   truncates) so that netpoll never returns before the scheduler's next
-#   timer is due, and capped at 1e9 ms as Go does.
+# Timeout: epoll_wait counts milliseconds (delay_ms of delay.pxd).
 
-from cpython.exc cimport PyErr_CheckSignals, PyErr_SetFromErrno
+from cpython.exc cimport PyErr_SetFromErrno
 from libc.stdint cimport int64_t, uint32_t, uint64_t
 
-from netpoll._netpoll cimport (Backend, PollDesc, netpollready, netpolltoken,
+from netpoll._netpoll cimport (Backend, PollDesc, netpollevent, netpolltoken,
                                MODE_R, MODE_W, MODE_RW)
+from delay cimport delay_ms, wait_interrupted
+from netpoll._syscall cimport HAVE_EVENTFD
 from sys_epoll cimport *
-from sys_unix cimport EAGAIN, EINTR, errno, close, read, write
+from sys_unix cimport close
+from wakepipe cimport *
 
 cdef enum:
     NEVENTS = 128
@@ -39,29 +40,26 @@ cdef class EpollBackend(Backend):
     max_fd = None
 
     cdef int epfd
-    cdef int efd
-    cdef bint wakesig
     cdef epoll_event events[NEVENTS]
 
     def __cinit__(self):
         self.epfd = -1
-        self.efd = -1
 
     cpdef netpollinit(self):
         cdef epoll_event ev
         self.epfd = epoll_create1(EPOLL_CLOEXEC)
         if self.epfd < 0:
             PyErr_SetFromErrno(OSError)
-        self.efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)
-        if self.efd < 0:
+        try:
+            wakepipe_open(&self.wake, HAVE_EVENTFD)
+        except OSError:
             self._closefds()
-            PyErr_SetFromErrno(OSError)
+            raise
         ev.events = EPOLLIN
         ev.data.u64 = WAKE_COOKIE
-        if epoll_ctl(self.epfd, EPOLL_CTL_ADD, self.efd, &ev) < 0:
+        if epoll_ctl(self.epfd, EPOLL_CTL_ADD, self.wake.rfd, &ev) < 0:
             self._closefds()
             PyErr_SetFromErrno(OSError)
-        self.wakesig = False
 
     cpdef netpollopen(self, int fd, PollDesc pd):
         cdef epoll_event ev
@@ -69,39 +67,27 @@ cdef class EpollBackend(Backend):
         ev.data.u64 = pd.token()
         if epoll_ctl(self.epfd, EPOLL_CTL_ADD, fd, &ev) < 0:
             PyErr_SetFromErrno(OSError)
+        self.registered[fd] = pd
 
     cpdef netpollclose(self, int fd):
         cdef epoll_event ev
+        self.registered.pop(fd, None)
         if epoll_ctl(self.epfd, EPOLL_CTL_DEL, fd, &ev) < 0:
             PyErr_SetFromErrno(OSError)
 
     cpdef list netpoll(self, int64_t delay):
-        cdef int timeout, n, i, mode
+        cdef int timeout = delay_ms(delay), n, i, mode
         cdef uint32_t m
-        cdef uint64_t buf
         cdef PollDesc pd
         cdef list to_run = []
         if self.closed:
             raise ValueError("netpoll on a closed epoll backend")
-        if delay < 0:
-            timeout = -1
-        elif delay == 0:
-            timeout = 0
-        elif delay < 1000000000000000:
-            timeout = <int>((delay + 999999) // 1000000)
-        else:
-            timeout = 1000000000
         while True:
             with nogil:
                 n = epoll_wait(self.epfd, self.events, NEVENTS, timeout)
             if n >= 0:
                 break
-            if errno != EINTR:
-                PyErr_SetFromErrno(OSError)
-            # A signal: let its Python handler run (KeyboardInterrupt leaves
-            # here); with a timeout the caller recomputes its sleep.
-            PyErr_CheckSignals()
-            if timeout > 0:
+            if wait_interrupted(timeout > 0):
                 return to_run
         for i in range(n):
             m = self.events[i].events
@@ -109,8 +95,7 @@ cdef class EpollBackend(Backend):
                 continue
             if self.events[i].data.u64 == WAKE_COOKIE:
                 if delay != 0:
-                    read(self.efd, &buf, 8)
-                    self.wakesig = False
+                    wakepipe_drain(&self.wake)
                 continue
             mode = 0
             if m & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR):
@@ -122,33 +107,14 @@ cdef class EpollBackend(Backend):
             pd = netpolltoken(self.events[i].data.u64)
             if pd is None:
                 continue
-            pd.everr = m == EPOLLERR
-            if m & (EPOLLRDHUP | EPOLLHUP | EPOLLERR):
-                pd.hup = True
-            netpollready(to_run, pd, mode)
+            netpollevent(to_run, pd, mode, m == EPOLLERR)
         return to_run
 
-    cpdef netpollbreak(self):
-        cdef uint64_t one = 1
-        cdef ssize_t r
-        if self.wakesig or self.closed:
-            return
-        self.wakesig = True
-        while True:
-            r = write(self.efd, &one, 8)
-            if r == 8 or errno == EAGAIN:
-                return
-            if errno != EINTR:
-                self.wakesig = False
-                PyErr_SetFromErrno(OSError)
-
     cpdef bint is_poll_descriptor(self, int fd):
-        return fd >= 0 and (fd == self.epfd or fd == self.efd)
+        return fd >= 0 and (fd == self.epfd or wakepipe_owns(&self.wake, fd))
 
     cdef void _closefds(self) noexcept:
-        if self.efd >= 0:
-            close(self.efd)
-            self.efd = -1
+        wakepipe_close(&self.wake)
         if self.epfd >= 0:
             close(self.epfd)
             self.epfd = -1

@@ -14,16 +14,16 @@
 #   next blocking one: breaks coalesce and none is lost.
 # Modes: EVFILT_READ -> 'r', and 'w' too with EV_EOF (some kernels tell the
 #   writer of a pipe whose reader closed only through a read EOF; the writer
-#   retries its write, which tells it the outcome); EVFILT_WRITE -> 'w'. flags == EV_ERROR exactly
-#   sets everr. A socket error arrives as EV_EOF on the BSDs, so it wakes both
-#   directions and the operations learn the errno from their syscall.
+#   retries its write, which tells it the outcome); EVFILT_WRITE -> 'w'.
+#   flags == EV_ERROR exactly is an error-only event (netpollevent). A socket error arrives as EV_EOF on the BSDs, so
+#   it wakes both directions and the operations learn the errno from their
+#   syscall.
 # Stale events: udata is the PollDesc token (pollcache slot << 32 | fdseq);
 #   netpolltoken drops a token whose fdseq moved on. udata is a pointer, so
 #   the token fits only where pointers have 64 bits. The wakeup is recognised
 #   by its filter and ident, never by udata.
-# Timeout: a timespec, so nanoseconds pass through unrounded; tv_sec is capped
-#   at 1e6 s (about 11.6 days) because Darwin rejects longer ones with EINVAL.
-#   The scheduler recomputes its sleep when it wakes early.
+# Timeout: a timespec, so nanoseconds pass through unrounded (delay_ns of
+#   delay.pxd, capped at 1e6 s because Darwin rejects longer ones with EINVAL).
 # Fork: a kqueue is not inherited by the child, whose descriptor of that
 #   number is gone or already reused; close() in another process than the
 #   creator forgets the number instead of closing it, and the core's fork
@@ -35,8 +35,9 @@ from libc.string cimport memset
 from posix.types cimport pid_t
 from posix.unistd cimport getpid
 
-from netpoll._netpoll cimport (Backend, PollDesc, netpollready, netpolltoken,
+from netpoll._netpoll cimport (Backend, PollDesc, netpollevent, netpolltoken,
                                MODE_R, MODE_W, MODE_RW)
+from delay cimport delay_ns
 from sys_event cimport *
 from sys_unix cimport EINTR, ENOENT, ETIMEDOUT, F_SETFD, FD_CLOEXEC, errno, fcntl
 
@@ -66,7 +67,6 @@ cdef enum:
     NEVENTS = 64
 
 cdef uintptr_t WAKE_IDENT = 0xee1eb9f4
-cdef int64_t MAX_SEC = 1000000
 
 
 cdef inline void _setev(kevent_t *ev, uintptr_t ident, int filter,
@@ -92,12 +92,9 @@ cdef inline int _kevent_mode(int filter, unsigned int flags) noexcept nogil:
 cdef inline timespec *_timespec(int64_t delay, timespec *ts) noexcept nogil:
     if delay < 0:
         return NULL
-    if delay >= MAX_SEC * 1000000000:
-        ts.tv_sec = MAX_SEC
-        ts.tv_nsec = 0
-    else:
-        ts.tv_sec = delay // 1000000000
-        ts.tv_nsec = delay % 1000000000
+    delay = delay_ns(delay)
+    ts.tv_sec = delay // 1000000000
+    ts.tv_nsec = delay % 1000000000
     return ts
 
 
@@ -170,11 +167,13 @@ cdef class KqueueBackend(Backend):
         _setev(&ch[1], <uintptr_t>fd, EVFILT_WRITE, EV_ADD | EV_CLEAR, 0, udata)
         if kevent(self.kq, ch, 2, NULL, 0, NULL) < 0:
             PyErr_SetFromErrno(OSError)
+        self.registered[fd] = pd
 
     cpdef netpollclose(self, int fd):
         # One change per call: with no room for receipts kevent stops at the
         # first failing change, and a filter missing (ENOENT) must not keep
         # the other one registered.
+        self.registered.pop(fd, None)
         self._delete(fd, EVFILT_READ)
         self._delete(fd, EVFILT_WRITE)
 
@@ -224,10 +223,7 @@ cdef class KqueueBackend(Backend):
             pd = netpolltoken(<uint64_t><uintptr_t>ev.udata)
             if pd is None:
                 continue
-            pd.everr = ev.flags == EV_ERROR
-            if ev.flags & (EV_EOF | EV_ERROR):
-                pd.hup = True
-            netpollready(to_run, pd, mode)
+            netpollevent(to_run, pd, mode, ev.flags == EV_ERROR)
         return to_run
 
     cdef int _trigger(self) except -1:

@@ -12,25 +12,24 @@
 # Wakeup: the pipe of wakepipe.pxd, its read end entry 0, always polled for
 #   POLLIN; breaks coalesce and only a blocking netpoll consumes one.
 # Modes: IN|HUP|ERR|NVAL -> 'r', dropping POLLIN; OUT|HUP|ERR|NVAL -> 'w',
-#   dropping POLLOUT; ERR alone sets everr. NVAL means the fd was closed while
+#   dropping POLLOUT; ERR alone is an error-only event (netpollevent). NVAL means the fd was closed while
 #   registered: both directions wake, and their retried syscalls fail EBADF.
 # Stale events: no token needed. poll(2) reports into the array it was given
 #   and keeps no queue, and open, close and arm run on the scheduler thread
 #   that also runs netpoll, never during the scan; so an entry's revents
 #   always belongs to the PollDesc in the parallel list at the same index.
 #   (Go's AIX poller gets the same guarantee from mtxset.)
-# Timeout: poll counts milliseconds; a delay is rounded *up* (Go truncates)
-#   so that netpoll never returns before the scheduler's next timer is due,
-#   and capped at 1e9 ms as Go does.
+# Timeout: poll counts milliseconds (delay_ms of delay.pxd).
 
-from cpython.exc cimport PyErr_CheckSignals, PyErr_SetFromErrno
+from cpython.exc cimport PyErr_SetFromErrno
 from libc.stdint cimport int64_t
 from libc.stdlib cimport free, realloc
 
-from netpoll._netpoll cimport (Backend, PollDesc, netpollready,
+from netpoll._netpoll cimport (Backend, PollDesc, netpollevent,
                                MODE_R, MODE_W, MODE_RW)
+from delay cimport delay_ms, wait_interrupted
 from sys_poll cimport *
-from sys_unix cimport EBADF, EEXIST, EINTR, ENOENT, errno
+from sys_unix cimport EBADF, EEXIST, ENOENT
 from wakepipe cimport *
 
 
@@ -41,21 +40,17 @@ cdef class PollBackend(Backend):
     max_fd = None
 
     # pfds[0] is the wake pipe; pfds[i] for i >= 1 belongs to pds[i], whose
-    # `user` is i. len(pds) == npfd always; byfd maps fd -> PollDesc.
+    # `user` is i. len(pds) == npfd always; `registered` maps fd -> PollDesc.
     cdef pollfd *pfds
     cdef Py_ssize_t npfd
     cdef Py_ssize_t cap
     cdef list pds
-    cdef dict byfd
-    cdef WakePipe wake
 
     def __cinit__(self):
-        wakepipe_init(&self.wake)
         self.pds = []
-        self.byfd = {}
 
     cpdef netpollinit(self):
-        wakepipe_open(&self.wake)
+        wakepipe_open(&self.wake, False)
         try:
             self._grow()
         except MemoryError:
@@ -82,7 +77,7 @@ cdef class PollBackend(Backend):
         # ~fd marks an entry without interest, so fd itself must not be negative.
         if fd < 0:
             raise OSError(EBADF, f"poll backend: bad file descriptor {fd}")
-        if fd in self.byfd:
+        if fd in self.registered:
             raise OSError(EEXIST, f"poll backend: fd {fd} is already registered")
         if self.npfd == self.cap:
             self._grow()
@@ -91,12 +86,12 @@ cdef class PollBackend(Backend):
         self.pfds[i].events = 0
         self.pfds[i].revents = 0
         self.pds.append(pd)
-        self.byfd[fd] = pd
+        self.registered[fd] = pd
         self.npfd = i + 1
         pd.user = i
 
     cpdef netpollclose(self, int fd):
-        cdef PollDesc pd = self.byfd.pop(fd, None)
+        cdef PollDesc pd = self.registered.pop(fd, None)
         if pd is None:
             raise OSError(ENOENT, f"poll backend: fd {fd} is not registered")
         cdef Py_ssize_t i = pd.user
@@ -123,22 +118,13 @@ cdef class PollBackend(Backend):
             p.events |= POLLOUT
 
     cpdef list netpoll(self, int64_t delay):
-        cdef int timeout, n, mode
+        cdef int timeout = delay_ms(delay), n, mode
         cdef short ev
         cdef Py_ssize_t i
         cdef pollfd *p
         cdef pollfd *pfds
         cdef nfds_t npfd
-        cdef PollDesc pd
         cdef list to_run = []
-        if delay < 0:
-            timeout = -1
-        elif delay == 0:
-            timeout = 0
-        elif delay < 1000000000000000:
-            timeout = <int>((delay + 999999) // 1000000)
-        else:
-            timeout = 1000000000
         while True:
             # Checked on every round: a signal handler may have closed the
             # backend or grown the array.
@@ -150,12 +136,7 @@ cdef class PollBackend(Backend):
                 n = poll(pfds, npfd, timeout)
             if n >= 0:
                 break
-            if errno != EINTR:
-                PyErr_SetFromErrno(OSError)
-            # A signal: let its Python handler run (KeyboardInterrupt leaves
-            # here); with a timeout the caller recomputes its sleep.
-            PyErr_CheckSignals()
-            if timeout > 0:
+            if wait_interrupted(timeout > 0):
                 return to_run
         if n > 0 and pfds[0].revents:
             n -= 1
@@ -178,17 +159,8 @@ cdef class PollBackend(Backend):
                 p.events &= ~POLLOUT
             if p.events == 0:
                 p.fd = ~p.fd
-            pd = self.pds[i]
-            pd.everr = ev == POLLERR
-            netpollready(to_run, pd, mode)
+            netpollevent(to_run, <PollDesc>self.pds[i], mode, ev == POLLERR)
         return to_run
-
-    cpdef netpollbreak(self):
-        if not self.closed:
-            wakepipe_break(&self.wake)
-
-    cpdef bint is_poll_descriptor(self, int fd):
-        return fd >= 0 and (fd == self.wake.rfd or fd == self.wake.wfd)
 
     cpdef close(self):
         wakepipe_close(&self.wake)
@@ -197,7 +169,6 @@ cdef class PollBackend(Backend):
         self.npfd = 0
         self.cap = 0
         self.pds = []
-        self.byfd = {}
         self.closed = True
 
     def __dealloc__(self):

@@ -19,15 +19,14 @@
 #   thread that also runs netpoll, never during the scan; so a ready bit
 #   always belongs to the PollDesc registered for that fd now.
 #   (Go's AIX poller gets the same guarantee from mtxset.)
-# Timeout: select counts microseconds; a delay is rounded *up* so that
-#   netpoll never returns before the scheduler's next timer is due, and
-#   capped at 1e6 s, the 1e9 ms of the other backends.
+# Timeout: select counts microseconds (delay_us of delay.pxd).
 
 from cpython.exc cimport PyErr_CheckSignals, PyErr_SetFromErrno
 from libc.stdint cimport int64_t
 
-from netpoll._netpoll cimport (Backend, PollDesc, netpollready,
+from netpoll._netpoll cimport (Backend, PollDesc, netpollevent,
                                MODE_R, MODE_W, MODE_RW)
+from delay cimport delay_us
 from sys_select cimport *
 from sys_unix cimport EBADF, EEXIST, EINTR, ENOENT, F_GETFD, errno, fcntl
 from wakepipe cimport *
@@ -44,21 +43,17 @@ cdef class SelectBackend(Backend):
     error_events = False
 
     # rset/wset: the interest sets, the wake pipe's read end always in rset.
-    # pds[fd] is the PollDesc registered for fd (its `user` is fd), or None.
+    # `registered` maps fd -> PollDesc (whose `user` is fd).
     # maxfd: the highest fd registered or the wake pipe's, -1 when closed.
     cdef fd_set rset
     cdef fd_set wset
-    cdef list pds
     cdef int maxfd
-    cdef WakePipe wake
 
     def __cinit__(self):
-        wakepipe_init(&self.wake)
         self.maxfd = -1
-        self.pds = [None] * FD_SETSIZE
 
     cpdef netpollinit(self):
-        wakepipe_open(&self.wake)
+        wakepipe_open(&self.wake, False)
         if self.wake.rfd >= FD_SETSIZE:
             fd = self.wake.rfd
             wakepipe_close(&self.wake)
@@ -81,27 +76,26 @@ cdef class SelectBackend(Backend):
         if self.closed:
             raise ValueError("netpollopen on a closed select backend")
         self._checkfd(fd)
-        if self.pds[fd] is not None:
+        if fd in self.registered:
             raise OSError(EEXIST, f"select backend: fd {fd} is already registered")
-        self.pds[fd] = pd
+        self.registered[fd] = pd
         pd.user = fd
         if fd > self.maxfd:
             self.maxfd = fd
 
     cpdef netpollclose(self, int fd):
         self._checkfd(fd)
-        if self.pds[fd] is None:
+        if self.registered.pop(fd, None) is None:
             raise OSError(ENOENT, f"select backend: fd {fd} is not registered")
-        self.pds[fd] = None
         FD_CLR(fd, &self.rset)
         FD_CLR(fd, &self.wset)
-        while self.maxfd > self.wake.rfd and self.pds[self.maxfd] is None:
+        while self.maxfd > self.wake.rfd and self.maxfd not in self.registered:
             self.maxfd -= 1
 
     cpdef netpollarm(self, PollDesc pd, int mode):
         cdef int fd = pd.fd
         self._checkfd(fd)
-        if self.pds[fd] is not pd:
+        if self.registered.get(fd) is not pd:
             raise OSError(ENOENT, f"select backend: netpollarm of unregistered fd {fd}")
         if mode == MODE_R or mode == MODE_RW:
             FD_SET(fd, &self.rset)
@@ -114,13 +108,8 @@ cdef class SelectBackend(Backend):
         cdef fd_set rs, ws
         cdef timeval tv
         cdef timeval *tvp = NULL
-        cdef int64_t us = 0
-        cdef PollDesc pd
+        cdef int64_t us = delay_us(delay) if delay > 0 else 0
         cdef list to_run = []
-        if 0 < delay < 1000000000000000:
-            us = (delay + 999) // 1000
-        elif delay > 0:
-            us = 1000000000000
         while True:
             # Checked on every round: a signal handler may have closed the
             # backend or changed the registrations.
@@ -161,7 +150,6 @@ cdef class SelectBackend(Backend):
                 if delay != 0:
                     wakepipe_drain(&self.wake)
                 continue
-            pd = self.pds[fd]
             mode = 0
             if r:
                 mode = MODE_R
@@ -169,7 +157,7 @@ cdef class SelectBackend(Backend):
             if w:
                 mode = MODE_RW if mode else MODE_W
                 FD_CLR(fd, &self.wset)
-            netpollready(to_run, pd, mode)
+            netpollevent(to_run, <PollDesc>self.registered[fd], mode, False)
         return to_run
 
     cdef int _badfds(self, fd_set *rs, fd_set *ws) noexcept:
@@ -188,17 +176,7 @@ cdef class SelectBackend(Backend):
                 n += 2
         return n
 
-    cpdef netpollbreak(self):
-        if not self.closed:
-            wakepipe_break(&self.wake)
-
-    cpdef bint is_poll_descriptor(self, int fd):
-        return fd >= 0 and (fd == self.wake.rfd or fd == self.wake.wfd)
-
     cpdef close(self):
-        cdef int fd
-        for fd in range(self.maxfd + 1):
-            self.pds[fd] = None
         FD_ZERO(&self.rset)
         FD_ZERO(&self.wset)
         self.maxfd = -1

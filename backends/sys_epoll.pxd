@@ -1,4 +1,4 @@
-# Extern declarations for epoll(7) and eventfd(2) (Linux).
+# Extern declarations for epoll(7) (Linux).
 from libc.stdint cimport uint32_t, uint64_t
 
 cdef extern from "<sys/epoll.h>" nogil:
@@ -29,8 +29,3 @@ cdef extern from "<sys/epoll.h>" nogil:
     int epoll_ctl(int epfd, int op, int fd, epoll_event *event)
     int epoll_wait(int epfd, epoll_event *events, int maxevents, int timeout)
 
-cdef extern from "<sys/eventfd.h>" nogil:
-    enum:
-        EFD_CLOEXEC
-        EFD_NONBLOCK
-    int eventfd(unsigned int initval, int flags)

@@ -3,7 +3,6 @@ cdef extern from "<unistd.h>" nogil:
     ssize_t read(int fd, void *buf, size_t count)
     ssize_t write(int fd, const void *buf, size_t count)
     int close(int fd)
-    int pipe2(int pipefd[2], int flags)
 
 cdef extern from "<fcntl.h>" nogil:
     enum:

@@ -4,7 +4,6 @@ from typing import Any, Awaitable, Callable, Iterable, Literal, Optional, TypeVa
 T = TypeVar("T")
 
 def deadline_ns(t: Optional[float]) -> int: ...
-def accept4(fd: int) -> int: ...
 
 class FD:
     # The connection-facing names; the rest (underscore) belong to the net layer.

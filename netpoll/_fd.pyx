@@ -48,13 +48,14 @@ from libc.math cimport isnan
 import errno as _errno
 import os as _os
 
-from netpoll._netpoll cimport (PollDesc, Park, _Wait, nanotime, pollreset, pdReady,
+from netpoll._netpoll cimport (PollDesc, Park, _Wait, nanotime, pollerror,
+                               polldeadline, pollpending, pollreset, pollErrTimeout,
                                MODE_R, MODE_W)
 from netpoll._sched cimport Sched, getsched
 
 from netpoll import hooks as _hooks
 from netpoll._netpoll import pollclose as _pollclose
-from netpoll.errors import ClosedError, DeadlineExceededError, NetpollError
+from netpoll.errors import ClosedError, NetpollError
 
 cdef extern from "<unistd.h>" nogil:
     ssize_t c_read "read"(int fd, void *buf, size_t count)
@@ -89,24 +90,16 @@ cdef object _closing():
     return ClosedError()
 
 
-cdef object _pollerr(int code):
-    if code == 1:
-        return ClosedError()
-    if code == 2:
-        return DeadlineExceededError()
-    return OSError(_errno.EBADFD, "not pollable")
-
-
 cdef int _begin(PollDesc pd, int mode) except -1:
     # pollReset, and a deadline that has passed by the clock counts even if
     # its timer has not fired yet: a goroutine whose operations never wait
     # would otherwise outlive its deadline until the scheduler runs timers.
     cdef int err = pollreset(pd, mode)
     if err:
-        raise _pollerr(err)
-    cdef int64_t d = pd.rd if mode == MODE_R else pd.wd
+        raise pollerror(pd, err)
+    cdef int64_t d = polldeadline(pd, mode)
     if d > 0 and d <= nanotime():
-        raise DeadlineExceededError()
+        raise pollerror(pd, pollErrTimeout)
     return 0
 
 
@@ -803,7 +796,7 @@ cdef class _RW:
             if self.kind == OP_WAITREAD:
                 # A readiness since the last read began says "try"; without
                 # one, only an empty queue (peek) may wait.
-                ready = fd.pd.rg == pdReady
+                ready = pollpending(fd.pd, MODE_R)
                 _begin(fd.pd, MODE_R)
                 if not ready and fd.peek_empty() and self.wait(fd.pd.rwait):
                     return 1
@@ -877,21 +870,3 @@ cdef extern from *:
     int __netpoll_set_am_send(PyTypeObject *t, __netpoll_sendfunc f) except -1
 
 __netpoll_set_am_send(<PyTypeObject *>_RW, _rw_send)
-
-
-cdef extern from "<sys/socket.h>" nogil:
-    int c_accept4 "accept4"(int sockfd, void *addr, void *addrlen, int flags)
-    enum:
-        SOCK_NONBLOCK
-        SOCK_CLOEXEC
-
-
-def accept4(int fd):
-    """accept4(fd, SOCK_NONBLOCK | SOCK_CLOEXEC): the new descriptor, or OSError."""
-    cdef int nfd
-    while True:
-        nfd = c_accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC)
-        if nfd >= 0:
-            return nfd
-        if errno != EINTR:
-            PyErr_SetFromErrno(OSError)

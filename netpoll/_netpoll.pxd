@@ -3,21 +3,24 @@
 # `cimport` them so that netpollready and the poll descriptor run at C speed.
 from libc.stdint cimport int64_t, uint32_t, uint64_t
 
+from wakepipe cimport WakePipe
+
 # Modes, with Go's values: 'r', 'w' and 'r'+'w'.
 cdef enum:
     MODE_R = 114
     MODE_W = 119
     MODE_RW = 233
 
-# rg/wg states (see the transition table in _netpoll.pyx). pdG means "a
-# goroutine is parked here" and the goroutine itself sits in rgp/wgp.
+# States of a direction's semaphore (Go's rg/wg; see the transition table in
+# _netpoll.pyx). pdG means "a goroutine is parked here" and the goroutine
+# itself sits in the direction's gp.
 cdef enum:
     pdNil = 0
     pdReady = 1
     pdWait = 2
     pdG = 3
 
-# netpollcheckerr results; the FD layer maps them to exceptions.
+# netpollcheckerr results (Go's names); pollerror turns one into its exception.
 cdef enum:
     pollNoError = 0
     pollErrClosing = 1
@@ -74,7 +77,12 @@ cdef class Backend:
     cdef public Py_ssize_t waiters
     cdef readonly bint closed
     cdef bint arm                   # level-triggered: netpollarm before each park
-    cdef readonly dict registered   # fd -> PollDesc, to re-register after fork
+    cdef readonly dict registered   # fd -> PollDesc: the one map; each backend's
+                                    # netpollopen adds, netpollclose removes
+    # The wakeup channel of the backends that wake through a descriptor
+    # (wakepipe.pxd: epoll, poll, select), behind the default netpollbreak
+    # and is_poll_descriptor; a backend opens and closes it itself.
+    cdef WakePipe wake
     cdef object __weakref__
     cpdef netpollinit(self)
     cpdef netpollopen(self, int fd, PollDesc pd)
@@ -94,16 +102,11 @@ cdef class PollDesc:
     cdef readonly uint32_t slot     # index in the pollcache
     cdef readonly bint closing
     cdef readonly bint everr        # last delivered event was an error only
-    cdef readonly bint hup          # a hang-up or error was delivered (sticky);
-                                    # edge-triggered backends must set it
-    cdef int rg, wg                 # pdNil / pdReady / pdWait / pdG
-    cdef object rgp, wgp            # the parked goroutines when rg/wg == pdG
-    cdef int64_t rd, wd             # deadlines: 0 none, > 0 nanotime, < 0 expired
-    cdef uint32_t rseq, wseq        # timer generations
-    cdef Timer rt, wt
     cdef public Py_ssize_t user     # backend cookie (poll: slot in its pollfd array)
     cdef readonly Backend backend
     cdef Timers timers
+    # One object per direction, Go's rg/rd/rseq/rt and wg/wd/wseq/wt; every
+    # transition reaches its direction through one pointer (_dir).
     cdef _Wait rwait, wwait
 
     cdef inline uint64_t token(self):
@@ -111,20 +114,44 @@ cdef class PollDesc:
 
 
 cdef class _Wait(Park):
+    # One direction of a PollDesc, and the awaitable of pollWait on it (so
+    # waiting allocates nothing).
     cdef PollDesc pd
-    cdef int mode
-    cdef bint parked
-    cdef int begin(self) except -1      # pollWait's entry checks (await)
+    cdef int mode                   # MODE_R or MODE_W
+    cdef int g                      # pdNil / pdReady / pdWait / pdG
+    cdef object gp                  # the parked goroutine when g == pdG
+    cdef int64_t d                  # deadline: 0 none, > 0 nanotime, < 0 expired
+    cdef uint32_t seq               # timer generation
+    cdef Timer t
+    cdef bint parked                # between step() returning True and the resume
+    cdef int begin(self) except -1      # pollWait's entry check (await)
     cdef bint step(self) except -1      # True: parked, yield it; False: ready
     cdef void _abandon(self)
 
 
+cdef inline _Wait _dir(PollDesc pd, int mode):
+    # Go's `gpp := &pd.rg; if mode == 'w' { gpp = &pd.wg }`.
+    return pd.rwait if mode == MODE_R else pd.wwait
+
+
+cdef inline bint pollpending(PollDesc pd, int mode) noexcept:
+    # A readiness is pending in this direction (pdReady): the next syscall
+    # is likely to succeed.
+    return _dir(pd, mode).g == pdReady
+
+
+cdef inline int64_t polldeadline(PollDesc pd, int mode) noexcept:
+    # The direction's deadline as stored: 0 none, > 0 nanotime, < 0 expired.
+    return _dir(pd, mode).d
+
+
+cdef object pollerror(PollDesc pd, int code)
+cdef bint netpollblock(_Wait gpp) except -1
+cdef bint netpollblockcommit(_Wait gpp, object g) except -1
 cdef int netpollready(list to_run, PollDesc pd, int mode) except -1
+cdef int netpollevent(list to_run, PollDesc pd, int mode, bint error_only) except -1
 cdef PollDesc netpolltoken(uint64_t token)
 cdef int netpollcheckerr(PollDesc pd, int mode) noexcept
-cdef int netpollunblock(list to_run, PollDesc pd, int mode, bint ioready) except -1
-cdef bint netpollblockcommit(PollDesc pd, int mode, object g) except -1
-cdef int netpollblock(PollDesc pd, int mode) except -1
 cdef int pollreset(PollDesc pd, int mode) noexcept
 cdef int setdeadline(list to_run, PollDesc pd, int64_t d, int mode) except -1
 cdef int pollunblock(list to_run, PollDesc pd) except -1

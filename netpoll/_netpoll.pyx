@@ -14,8 +14,11 @@ netpollopen(fd, pd)
     Register ``fd`` for read *and* write for its whole life, with
     ``pd.token()`` (pollcache slot << 32 | fdseq) as the kernel cookie.
     Edge-triggered where the kernel allows it. Raises OSError on failure.
+    On success ``registered[fd] = pd``: that dict is the one fd -> PollDesc
+    map, which the backends use for their own lookups too.
 netpollclose(fd)
-    Deregister ``fd``; always called before ``close(2)`` of the fd.
+    Deregister ``fd`` and drop it from ``registered`` (even when the kernel
+    call fails); always called before ``close(2)`` of the fd.
 netpollarm(pd, mode)
     Level-triggered backends only (``needs_arm``): a goroutine is about to
     park on ``mode``; add that interest. The interest is dropped again when it
@@ -24,34 +27,35 @@ netpoll(delay)
     Wait for events: ``delay < 0`` blocks, ``0`` polls, ``> 0`` waits at most
     that many nanoseconds. EINTR: an empty result if ``delay > 0`` (the caller
     recomputes its sleep), otherwise retry; a signal handler that raises
-    (KeyboardInterrupt) propagates. Every event is translated into a mode and
-    handed to ``netpollready``; the list it builds (the goroutines made
-    runnable) is the result. Events whose token's fdseq is stale are dropped.
+    (KeyboardInterrupt) propagates. Every event is translated into a mode
+    and whether it is an error and nothing else, and handed to
+    ``netpollevent``; the list it builds (the
+    goroutines made runnable) is the result. Events whose token's fdseq is
+    stale are dropped. A backend touches no field of a PollDesc but ``user``.
 netpollbreak()
     Wake a blocked ``netpoll`` from any thread. Breaks coalesce: at most one
     wakeup is in flight, and only a blocking ``netpoll`` consumes it, so a
     break is never lost.
 
 Event to mode: readable, read hang-up, hang-up and error give 'r'; writable,
-hang-up and error give 'w'. An event that is an error and nothing else sets
-the descriptor's event error (reported to readers as "not pollable"); any
-other event clears it. Edge-triggered backends also set ``pd.hup`` on any
-hang-up or error: after that a read may find EOF with no further edge, so
-the FD layer stops skipping its probing read (level-triggered backends report
-a pending EOF whenever armed and need not).
+hang-up and error give 'w'. netpollevent holds the rest: an event that is an
+error and nothing else sets the descriptor's event error (reported to readers
+as NotPollableError); any other event clears it.
 
 Capabilities, as class attributes: ``name``, ``edge_triggered``,
 ``needs_arm``, ``max_fd`` (None when unlimited), ``error_events`` (the kernel
 can report an error alone, so ``everr`` can be set).
 
-Renames from Go: netpollBreak -> netpollbreak; pollDesc -> PollDesc; the
-parked goroutine pointer that Go stores in rg/wg lives in rgp/wgp with the
-state pdG.
+Renames from Go: netpollBreak -> netpollbreak; pollDesc -> PollDesc; Go's
+per-direction fields (rg/rd/rseq/rt, wg/wd/wseq/wt) are one _Wait object per
+direction (g, d, seq, t), reached as Go reaches ``gpp``; the parked
+goroutine pointer that Go stores in rg/wg lives in ``gp`` with the state pdG.
 """
 
 from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE
 from libc.stdint cimport int64_t, uint32_t, uint64_t
-from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
+
+from wakepipe cimport wakepipe_break, wakepipe_init, wakepipe_owns
 
 import errno as _errno
 import os as _os
@@ -62,12 +66,30 @@ from netpoll.errors import (ClosedError, DeadlineExceededError,
                             NetpollError, NotPollableError)
 
 
+cdef extern from *:
+    """
+    /* CPython's own monotonic clock, the one behind time.monotonic(): on
+       Linux and the BSDs CLOCK_MONOTONIC, on macOS mach_absolute_time()
+       (CLOCK_UPTIME_RAW, which stops during sleep, while Darwin's
+       CLOCK_MONOTONIC does not), CLOCK_HIGHRES on Solaris. Asking CPython
+       instead of naming a clock keeps the two the same clock everywhere. */
+    #if PY_VERSION_HEX >= 0x030D0000
+    static inline int64_t netpoll_nanotime(void) {
+        PyTime_t t;
+        (void)PyTime_MonotonicRaw(&t);   /* no GIL needed */
+        return (int64_t)t;
+    }
+    #else
+    #define netpoll_nanotime() ((int64_t)_PyTime_GetMonotonicClock())
+    #endif
+    """
+    int64_t netpoll_nanotime() noexcept nogil
+
+
 cdef int64_t nanotime() noexcept nogil:
-    # CLOCK_MONOTONIC: the clock behind time.monotonic(), so deadlines given
-    # in netpoll.now() seconds compare directly with timers.
-    cdef timespec ts
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return <int64_t>ts.tv_sec * 1000000000 + ts.tv_nsec
+    # The clock of time.monotonic(), so deadlines given in netpoll.now()
+    # seconds compare directly with timers.
+    return netpoll_nanotime()
 
 
 def monotonic_ns():
@@ -83,14 +105,6 @@ cdef int _mode(object mode) except -1:
     if mode == 'rw' or mode == MODE_RW:
         return MODE_RW
     raise ValueError(f"mode must be 'r', 'w' or 'rw', not {mode!r}")
-
-
-cdef object _pollerror(int code):
-    if code == pollErrClosing:
-        return ClosedError()
-    if code == pollErrTimeout:
-        return DeadlineExceededError()
-    return OSError(_errno.EBADFD, "not pollable")
 
 
 # ---------------------------------------------------------------------------
@@ -267,25 +281,48 @@ def lookup_token(uint64_t token):
 # ---------------------------------------------------------------------------
 # The poll descriptor
 #
-# rg and wg are binary semaphores, one per direction:
+# Each direction (a _Wait, reached through _dir) holds a binary semaphore g:
 #
 #   from     to       who                        when
-#   pdNil    pdReady  netpollready               readiness, nobody waits: kept
-#   pdReady  pdReady  netpollready               repeated readiness coalesces
+#   pdNil    pdReady  netpollunblock (ioready)   readiness, nobody waits: kept
+#   pdReady  pdReady  netpollunblock (ioready)   repeated readiness coalesces
 #   pdReady  pdNil    netpollblock               a waiter consumes it, no park
 #   pdReady  pdNil    pollreset                  discard before the syscall
 #   pdNil    pdWait   netpollblock               about to park
 #   pdWait   pdG      netpollblockcommit         the scheduler commits the park
-#   pdWait   pdReady  netpollready               readiness raced the park: the
+#   pdWait   pdReady  netpollunblock (ioready)   readiness raced the park: the
 #                                                commit fails, no sleep
-#   pdWait   pdNil    timeout/close              the commit fails; the waiter
-#                                                re-checks errors
-#   pdG      pdReady  netpollready               wake the goroutine
-#   pdG      pdNil    timeout/close              wake the goroutine
+#   pdWait   pdNil    netpollunblock (timeout,   the commit fails; the waiter
+#                     close)                     re-checks errors
+#   pdG      pdReady  netpollunblock (ioready)   wake the goroutine
+#   pdG      pdNil    netpollunblock (timeout,   wake the goroutine
+#                     close)
+#   pdReady  pdNil    the resumed waiter         it takes the readiness it was
+#   pdNil    pdNil                               woken for (or finds none and
+#                                                re-checks errors)
 #
 # Anything else is a double wait. At most one waiter per direction: the FD
 # layer's fdMutex guarantees it.
 # ---------------------------------------------------------------------------
+
+#: netpollcheckerr's codes, for PollDesc.check.
+POLL_NO_ERROR = pollNoError
+POLL_ERR_CLOSING = pollErrClosing
+POLL_ERR_TIMEOUT = pollErrTimeout
+POLL_ERR_NOT_POLLABLE = pollErrNotPollable
+
+
+cdef object pollerror(PollDesc pd, int code):
+    # The one mapping from a poll error code to what the caller raises (Go's
+    # internal/poll convertErr).
+    if code == pollErrClosing:
+        return ClosedError()
+    if code == pollErrTimeout:
+        return DeadlineExceededError()
+    if code == pollErrNotPollable:
+        return NotPollableError(pd.fd, "an error event and no readiness")
+    raise NetpollError(f"netpoll: unknown poll error code {code}")
+
 
 cdef class PollDesc:
     def __cinit__(self):
@@ -306,56 +343,20 @@ cdef class PollDesc:
     def token(self):
         return self.token()
 
-    def sema(self, mode):
-        """The rg ('r') or wg ('w') word: 0, 1 (pdReady), 2 (pdWait) or the parked goroutine."""
-        if _mode(mode) == MODE_R:
-            return self.rgp if self.rg == pdG else self.rg
-        return self.wgp if self.wg == pdG else self.wg
-
     def wait(self, mode):
-        """Await readiness for 'r' or 'w' (Go's pollWait).
+        """Go's pollWait, awaited by a goroutine: returns when ``mode`` is ready.
 
-        Raises ClosedError, DeadlineExceededError, or OSError(EBADFD) for an
+        Raises ClosedError, DeadlineExceededError, or NotPollableError for an
         error-only event on a read.
         """
-        return self.rwait if _mode(mode) == MODE_R else self.wwait
+        return _dir1(self, mode)
 
     def prepare(self, mode):
         """Go's pollReset: fail fast on close/deadline, else drop stale readiness."""
-        cdef int err = pollreset(self, _mode(mode))
-        if err:
-            raise _pollerror(err)
-
-    def check(self, mode):
-        """netpollcheckerr as a code: 0 ok, 1 closing, 2 timeout, 3 not pollable."""
-        return netpollcheckerr(self, _mode(mode))
-
-    def park(self, mode, waiter):
-        """netpollblock for a waiter that is not a goroutine (tests, threads).
-
-        Returns True when a pending readiness was consumed, False when
-        ``waiter`` is now parked (netpollready will return it), and raises
-        when the descriptor is closing or past its deadline.
-        """
         cdef int m = _mode(mode)
-        if m == MODE_RW:
-            raise ValueError("park waits on one direction: 'r' or 'w'")
-        cdef int err = netpollcheckerr(self, m)
+        cdef int err = pollreset(self, m)
         if err:
-            raise _pollerror(err)
-        if netpollblock(self, m):
-            return True
-        if netpollcheckerr(self, m) == 0:
-            if self.backend.arm:
-                self.backend.netpollarm(self, m)
-            netpollblockcommit(self, m, waiter)
-            return False
-        err = netpollcheckerr(self, m)
-        if m == MODE_R:
-            self.rg = pdNil
-        else:
-            self.wg = pdNil
-        raise _pollerror(err)
+            raise pollerror(self, err)
 
     def set_deadline(self, int64_t d, mode):
         """Go's pollSetDeadline with an absolute deadline: 0 none, < 0 expired,
@@ -370,9 +371,65 @@ cdef class PollDesc:
         pollunblock(to_run, self)
         return to_run
 
+    # -- test support (Go's export_test.go): thin wrappers over the paths
+    # above, for the conformance suite, which drives backends with waiters
+    # that are not goroutines.
+
+    def sema(self, mode):
+        """One direction's state: pdNil (0), pdReady (1), pdWait (2), or the
+        parked waiter itself."""
+        cdef _Wait w = _dir1(self, mode)
+        return w.gp if w.g == pdG else w.g
+
+    def check(self, mode):
+        """netpollcheckerr as a code: POLL_NO_ERROR, POLL_ERR_CLOSING,
+        POLL_ERR_TIMEOUT or POLL_ERR_NOT_POLLABLE."""
+        return netpollcheckerr(self, _mode(mode))
+
+    def park(self, mode, waiter):
+        """pollWait for a waiter that is not a goroutine, through the
+        goroutine's own steps (begin, step, commit, as the scheduler drives
+        them).
+
+        Returns True when a pending readiness was consumed, False when
+        ``waiter`` is now parked (netpollready will return it), and raises
+        when the descriptor is closing or past its deadline. A previous
+        waiter that was woken but never resumed is dropped first, as run()
+        drops a woken goroutine, leaving the readiness it was woken for
+        pending.
+        """
+        cdef _Wait w = _dir1(self, mode)
+        if w.parked and w.g != pdG:
+            w._abandon()
+        w.begin()
+        while w.step():
+            if w.commit(waiter):
+                return False
+        return True
+
+    def resume(self, mode):
+        """What the waiter parked on ``mode`` does when it runs again after
+        its wake: True when the readiness was there to take; raises the
+        error that woke it; False when it would park again (a timer whose
+        deadline moved woke it)."""
+        cdef _Wait w = _dir1(self, mode)
+        if not w.parked or w.g == pdG:
+            raise NetpollError("netpoll: resume of a waiter that was not woken")
+        if w.step():
+            w._abandon()
+            return False
+        return True
+
     def deadlines(self):
         """(rd, wd) as stored: 0 none, > 0 nanotime(), < 0 expired."""
-        return (self.rd, self.wd)
+        return (self.rwait.d, self.wwait.d)
+
+
+cdef _Wait _dir1(PollDesc pd, object mode):
+    cdef int m = _mode(mode)
+    if m == MODE_RW:
+        raise ValueError("a wait is on one direction: 'r' or 'w'")
+    return _dir(pd, m)
 
 
 cdef int netpollcheckerr(PollDesc pd, int mode) noexcept:
@@ -380,7 +437,7 @@ cdef int netpollcheckerr(PollDesc pd, int mode) noexcept:
     # nothing could ever wake a waiter on it.
     if pd.closing or pd.backend is None or pd.backend.closed:
         return pollErrClosing
-    if (mode == MODE_R and pd.rd < 0) or (mode == MODE_W and pd.wd < 0):
+    if _dir(pd, mode).d < 0:
         return pollErrTimeout
     # An error-only event is reported to readers only: a writer learns the
     # specific errno from its write call.
@@ -396,101 +453,73 @@ cdef int pollreset(PollDesc pd, int mode) noexcept:
     # Only a pending readiness is dropped: pollreset runs before the first
     # syscall of an operation, and an edge that arrives after it is either
     # seen by that syscall or re-marks pdReady (no lost wakeup).
-    if mode == MODE_R:
-        if pd.rg == pdReady:
-            pd.rg = pdNil
-    elif pd.wg == pdReady:
-        pd.wg = pdNil
+    cdef _Wait gpp = _dir(pd, mode)
+    if gpp.g == pdReady:
+        gpp.g = pdNil
     return pollNoError
 
 
-cdef int netpollblock(PollDesc pd, int mode) except -1:
-    # Step one of Go's netpollblock: consume a pending readiness (return 1),
-    # or publish pdWait (return 0). The caller must then re-check errors
-    # (close and deadlines store their state first and read rg/wg second, so
-    # one side always sees the other), park, and commit with
-    # netpollblockcommit.
-    cdef int s = pd.rg if mode == MODE_R else pd.wg
-    if s == pdReady:
-        s = pdNil
-        if mode == MODE_R:
-            pd.rg = s
-        else:
-            pd.wg = s
-        return 1
-    if s != pdNil:
+cdef bint netpollblock(_Wait gpp) except -1:
+    # Go's netpollblock up to the park: consume a pending readiness (True),
+    # or publish pdWait (False). The caller must then re-check errors (close
+    # and deadlines store their state first and read g second, so one side
+    # always sees the other), park, and commit with netpollblockcommit.
+    if gpp.g == pdReady:
+        gpp.g = pdNil
+        return True
+    if gpp.g != pdNil:
         raise NetpollError("netpoll: double wait")
-    if mode == MODE_R:
-        pd.rg = pdWait
-    else:
-        pd.wg = pdWait
-    return 0
+    gpp.g = pdWait
+    return False
 
 
-cdef bint netpollblockcommit(PollDesc pd, int mode, object g) except -1:
+cdef bint netpollblockcommit(_Wait gpp, object g) except -1:
     # pdWait -> pdG. Any other state means a readiness, timeout or close came
     # between netpollblock and the park: the goroutine must not sleep.
-    if mode == MODE_R:
-        if pd.rg != pdWait:
-            return False
-        pd.rg = pdG
-        pd.rgp = g
-    else:
-        if pd.wg != pdWait:
-            return False
-        pd.wg = pdG
-        pd.wgp = g
-    pd.backend.waiters += 1
+    if gpp.g != pdWait:
+        return False
+    gpp.g = pdG
+    gpp.gp = g
+    gpp.pd.backend.waiters += 1
     return True
 
 
-cdef inline int _unblock1(list to_run, PollDesc pd, bint read, bint ioready) except -1:
-    cdef int old = pd.rg if read else pd.wg
+cdef int netpollunblock(list to_run, _Wait gpp, bint ioready) except -1:
+    cdef int old = gpp.g
     if old == pdReady:
         return 0
     # Timeouts and close never leave a pending mark: the next waiter checks
     # errors before it parks.
     if old == pdNil and not ioready:
         return 0
-    cdef int new = pdReady if ioready else pdNil
-    cdef object g
-    if read:
-        pd.rg = new
-        if old == pdG:
-            g = pd.rgp
-            pd.rgp = None
-    else:
-        pd.wg = new
-        if old == pdG:
-            g = pd.wgp
-            pd.wgp = None
+    gpp.g = pdReady if ioready else pdNil
     if old == pdG:
-        pd.backend.waiters -= 1
+        g = gpp.gp
+        gpp.gp = None
+        gpp.pd.backend.waiters -= 1
         to_run.append(g)
-    return 0
-
-
-cdef int netpollunblock(list to_run, PollDesc pd, int mode, bint ioready) except -1:
-    if mode == MODE_R or mode == MODE_RW:
-        _unblock1(to_run, pd, True, ioready)
-    if mode == MODE_W or mode == MODE_RW:
-        _unblock1(to_run, pd, False, ioready)
     return 0
 
 
 cdef int netpollready(list to_run, PollDesc pd, int mode) except -1:
     if mode == MODE_R or mode == MODE_RW:
-        _unblock1(to_run, pd, True, True)
+        netpollunblock(to_run, pd.rwait, True)
     if mode == MODE_W or mode == MODE_RW:
-        _unblock1(to_run, pd, False, True)
+        netpollunblock(to_run, pd.wwait, True)
     return 0
 
 
+cdef int netpollevent(list to_run, PollDesc pd, int mode, bint error_only) except -1:
+    # The one entry of a backend's event: the event error is set by an event
+    # that is an error and nothing else and cleared by any other.
+    pd.everr = error_only
+    return netpollready(to_run, pd, mode)
+
+
 cdef class _Wait(Park):
-    # Go's pollWait as a hand-written awaitable: one per direction per
-    # PollDesc, so waiting allocates nothing. Its iterator runs netpollblock,
-    # yields itself to the scheduler (which calls commit), and when resumed
-    # reads rg/wg the way netpollblock's tail does.
+    # Go's pollWait as a hand-written awaitable. Its iterator runs
+    # netpollblock, yields itself to the scheduler (which calls commit), and
+    # when resumed takes g the way netpollblock's tail does.
 
     def __await__(self):
         self.begin()
@@ -502,11 +531,19 @@ cdef class _Wait(Park):
         raise StopIteration
 
     cdef int begin(self) except -1:
+        # poll_runtime_pollWait up to its netpollblock loop: the first check,
+        # then a level-triggered backend's interest (one-shot, so it stays
+        # armed until it fires, across a wake by a timer that moved). Whatever
+        # runs from here to step's re-check (a backend's netpollarm, another
+        # thread) may close the descriptor or expire its deadline.
         if self.parked:
             raise NetpollError("netpoll: double wait")
-        cdef int err = netpollcheckerr(self.pd, self.mode)
+        cdef PollDesc pd = self.pd
+        cdef int err = netpollcheckerr(pd, self.mode)
         if err:
-            raise _pollerror(err)
+            raise pollerror(pd, err)
+        if pd.backend.arm:
+            pd.backend.netpollarm(pd, self.mode)
         return 0
 
     cdef bint step(self) except -1:
@@ -514,35 +551,31 @@ cdef class _Wait(Park):
         cdef PollDesc pd = self.pd
         cdef int old, err
         if self.parked:
+            # netpollblock's tail: take what woke us, without losing a
+            # readiness that came with it.
             self.parked = False
-            if self.mode == MODE_R:
-                old = pd.rg
-                pd.rg = pdNil
-            else:
-                old = pd.wg
-                pd.wg = pdNil
+            old = self.g
+            self.g = pdNil
             if old == pdReady:
                 return False
             if old != pdNil:
                 raise NetpollError("netpoll: corrupted polldesc")
             err = netpollcheckerr(pd, self.mode)
             if err:
-                raise _pollerror(err)
+                raise pollerror(pd, err)
             # Woken by a timer whose deadline was moved before we ran: wait on.
-        while True:
-            if netpollblock(pd, self.mode):
-                return False
-            err = netpollcheckerr(pd, self.mode)
-            if err == 0:
-                if pd.backend.arm:
-                    pd.backend.netpollarm(pd, self.mode)
-                self.parked = True
-                return True
-            if self.mode == MODE_R:
-                pd.rg = pdNil
-            else:
-                pd.wg = pdNil
-            raise _pollerror(err)
+        if netpollblock(self):
+            return False
+        # The re-check after publishing pdWait: close and deadlines store
+        # their state first and read g second, so a close or deadline that
+        # came since begin's check is seen either here or by them (they find
+        # pdWait and make the commit fail).
+        err = netpollcheckerr(pd, self.mode)
+        if err:
+            self.g = pdNil
+            raise pollerror(pd, err)
+        self.parked = True
+        return True
 
     def close(self):
         self._abandon()
@@ -550,43 +583,31 @@ cdef class _Wait(Park):
     cdef void _abandon(self):
         # The parked goroutine is being cancelled (run() closing leftovers):
         # take it out of the semaphore so nothing wakes a dead coroutine.
-        cdef PollDesc pd = self.pd
         if not self.parked:
             return
         self.parked = False
-        if self.mode == MODE_R:
-            if pd.rg == pdG:
-                pd.rgp = None
-                pd.backend.waiters -= 1
-            if pd.rg != pdReady:
-                pd.rg = pdNil
-        else:
-            if pd.wg == pdG:
-                pd.wgp = None
-                pd.backend.waiters -= 1
-            if pd.wg != pdReady:
-                pd.wg = pdNil
+        if self.g == pdG:
+            self.gp = None
+            self.pd.backend.waiters -= 1
+        if self.g != pdReady:
+            self.g = pdNil
 
     cdef bint commit(self, object g) except -1:
-        return netpollblockcommit(self.pd, self.mode, g)
+        return netpollblockcommit(self, g)
 
 
 # ---------------------------------------------------------------------------
 # Deadlines (Go's pollSetDeadline and netpolldeadlineimpl)
 # ---------------------------------------------------------------------------
 
-cdef int _arm(PollDesc pd, bint read, int64_t when, int kind) except -1:
-    cdef Timer t = pd.rt if read else pd.wt
+cdef int _arm(_Wait gpp, int64_t when, int kind) except -1:
+    cdef Timer t = gpp.t
     if t is None:
-        t = Timer()
-        t.arg = pd
-        if read:
-            pd.rt = t
-        else:
-            pd.wt = t
+        t = gpp.t = Timer()
+        t.arg = gpp.pd
     t.kind = kind
-    t.seq = pd.rseq if read else pd.wseq
-    pd.timers.add(t, when)
+    t.seq = gpp.seq
+    gpp.pd.timers.add(t, when)
     return 0
 
 
@@ -595,53 +616,52 @@ cdef int setdeadline(list to_run, PollDesc pd, int64_t d, int mode) except -1:
         return 0
     if pd.timers is None:
         raise OSError(_errno.EINVAL, "file type does not support deadline")
-    cdef int64_t rd0 = pd.rd, wd0 = pd.wd
+    cdef _Wait r = pd.rwait, w = pd.wwait
+    cdef int64_t rd0 = r.d, wd0 = w.d
     cdef bint combo0 = rd0 > 0 and rd0 == wd0
     if mode == MODE_R or mode == MODE_RW:
-        pd.rd = d
+        r.d = d
     if mode == MODE_W or mode == MODE_RW:
-        pd.wd = d
-    cdef bint combo = pd.rd > 0 and pd.rd == pd.wd
-    cdef bint rrun = pd.rt is not None and pd.rt.index >= 0
-    cdef bint wrun = pd.wt is not None and pd.wt.index >= 0
+        w.d = d
+    cdef bint combo = r.d > 0 and r.d == w.d
+    cdef bint rrun = r.t is not None and r.t.index >= 0
+    cdef bint wrun = w.t is not None and w.t.index >= 0
     # Read timer; when both deadlines are equal it serves both directions
-    # and no write timer runs. Bumping rseq makes a callback that was
+    # and no write timer runs. Bumping seq makes a callback that was
     # already popped for the old deadline a no-op.
-    if pd.rd != rd0 or combo != combo0 or not rrun:
-        pd.rseq += 1
-        if pd.rd > 0:
-            _arm(pd, True, pd.rd,
-                 TIMER_DEADLINE_R | TIMER_DEADLINE_W if combo else TIMER_DEADLINE_R)
+    if r.d != rd0 or combo != combo0 or not rrun:
+        r.seq += 1
+        if r.d > 0:
+            _arm(r, r.d, TIMER_DEADLINE_R | TIMER_DEADLINE_W if combo else TIMER_DEADLINE_R)
         elif rrun:
-            pd.timers.delete(pd.rt)
-    if pd.wd != wd0 or combo != combo0 or not wrun:
-        pd.wseq += 1
-        if pd.wd > 0 and not combo:
-            _arm(pd, False, pd.wd, TIMER_DEADLINE_W)
+            pd.timers.delete(r.t)
+    if w.d != wd0 or combo != combo0 or not wrun:
+        w.seq += 1
+        if w.d > 0 and not combo:
+            _arm(w, w.d, TIMER_DEADLINE_W)
         elif wrun:
-            pd.timers.delete(pd.wt)
+            pd.timers.delete(w.t)
     # A deadline in the past wakes the blocked operation now; it returns
     # a timeout.
-    if pd.rd < 0:
-        _unblock1(to_run, pd, True, False)
-    if pd.wd < 0:
-        _unblock1(to_run, pd, False, False)
+    if r.d < 0:
+        netpollunblock(to_run, r, False)
+    if w.d < 0:
+        netpollunblock(to_run, w, False)
     return 0
 
 
 cdef int netpolldeadlineimpl(list to_run, PollDesc pd, uint32_t seq,
                              bint read, bint write) except -1:
     # The deadline changed, or the descriptor was closed or reused, since
-    # this timer was armed: ignore it.
-    cdef uint32_t current = pd.rseq if read else pd.wseq
-    if seq != current:
+    # this timer was armed: ignore it. A combined timer is the read one.
+    if seq != (pd.rwait.seq if read else pd.wwait.seq):
         return 0
     if read:
-        pd.rd = -1
-        _unblock1(to_run, pd, True, False)
+        pd.rwait.d = -1
+        netpollunblock(to_run, pd.rwait, False)
     if write:
-        pd.wd = -1
-        _unblock1(to_run, pd, False, False)
+        pd.wwait.d = -1
+        netpollunblock(to_run, pd.wwait, False)
     return 0
 
 
@@ -649,14 +669,12 @@ cdef int pollunblock(list to_run, PollDesc pd) except -1:
     if pd.closing:
         raise NetpollError("runtime: unblock on closing polldesc")
     pd.closing = True
-    pd.rseq += 1
-    pd.wseq += 1
-    _unblock1(to_run, pd, True, False)
-    _unblock1(to_run, pd, False, False)
-    if pd.rt is not None:
-        pd.timers.delete(pd.rt)
-    if pd.wt is not None:
-        pd.timers.delete(pd.wt)
+    cdef _Wait gpp
+    for gpp in (pd.rwait, pd.wwait):
+        gpp.seq += 1
+        netpollunblock(to_run, gpp, False)
+        if gpp.t is not None:
+            pd.timers.delete(gpp.t)
     return 0
 
 
@@ -690,20 +708,19 @@ def pollopen(Backend backend, int fd, Timers timers=None):
         pd = PollDesc()
         pd.slot = len(_pollcache)
         _pollcache.append(pd)
-    if pd.rg == pdG or pd.wg == pdG:
+    if pd.rwait.g == pdG or pd.wwait.g == pdG:
         raise NetpollError("runtime: blocked write on free polldesc")
     if pd.fdseq == 0:
         pd.fdseq = 1
     pd.fd = fd
     pd.closing = False
     pd.everr = False
-    pd.hup = False
-    pd.rseq += 1
-    pd.wseq += 1
-    pd.rg = pdNil
-    pd.wg = pdNil
-    pd.rd = 0
-    pd.wd = 0
+    cdef _Wait gpp
+    for gpp in (pd.rwait, pd.wwait):
+        gpp.seq += 1
+        gpp.g = pdNil
+        gpp.d = 0
+        gpp.parked = False
     pd.user = -1
     pd.backend = backend
     pd.timers = timers
@@ -717,7 +734,6 @@ def pollopen(Backend backend, int fd, Timers timers=None):
     except BaseException:
         _pdfree_push(pd)
         raise
-    backend.registered[fd] = pd
     return pd
 
 
@@ -730,8 +746,8 @@ cdef void _pdfree_push(PollDesc pd):
     pd.fd = -1
     pd.backend = None
     pd.timers = None
-    pd.rt = None
-    pd.wt = None
+    pd.rwait.t = None
+    pd.wwait.t = None
     _pdfree.append(pd)
 
 
@@ -739,14 +755,15 @@ def pollclose(PollDesc pd):
     """Deregister and free ``pd``; it must have been evicted first."""
     if not pd.closing:
         raise NetpollError("runtime: close polldesc w/o unblock")
-    if pd.rg == pdG or pd.wg == pdG or pd.rg == pdWait or pd.wg == pdWait:
+    if pd.rwait.g >= pdWait or pd.wwait.g >= pdWait:
         raise NetpollError("runtime: blocked read/write on closing polldesc")
     cdef Backend backend = pd.backend
     if backend is None:
         raise NetpollError("runtime: pollclose of a free polldesc")
-    backend.registered.pop(pd.fd, None)
     try:
-        if not backend.closed:
+        if backend.closed:
+            backend.registered.pop(pd.fd, None)
+        else:
             backend.netpollclose(pd.fd)
     finally:
         _pdfree_push(pd)
@@ -769,6 +786,7 @@ cdef class Backend:
     def __cinit__(self, *args, **kwargs):
         self.registered = {}
         self.arm = type(self).needs_arm
+        wakepipe_init(&self.wake)
 
     def __init__(self):
         self.netpollinit()
@@ -790,10 +808,11 @@ cdef class Backend:
         raise NotImplementedError
 
     cpdef netpollbreak(self):
-        raise NotImplementedError
+        if not self.closed:
+            wakepipe_break(&self.wake)
 
     cpdef bint is_poll_descriptor(self, int fd):
-        return False
+        return wakepipe_owns(&self.wake, fd)
 
     cpdef close(self):
         """Release the kernel poller and the wakeup channel; idempotent."""
@@ -812,16 +831,18 @@ cdef class Backend:
         # descriptor and re-arm the interests of parked waiters.
         if self.closed:
             return
+        cdef list fds = list(self.registered.items())
         self.close()
+        self.registered.clear()
         self.closed = False
         self.netpollinit()
         cdef PollDesc pd
-        for fd, pd in list(self.registered.items()):
+        for fd, pd in fds:
             self.netpollopen(fd, pd)
             if self.arm:
-                if pd.rg == pdG:
+                if pd.rwait.g == pdG:
                     self.netpollarm(pd, MODE_R)
-                if pd.wg == pdG:
+                if pd.wwait.g == pdG:
                     self.netpollarm(pd, MODE_W)
 
 

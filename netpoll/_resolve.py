@@ -193,7 +193,7 @@ async def _in_pool(fn: Callable[[], Any]) -> Any:
     sched = _sched.current()
 
     def commit(g: Any) -> bool:
-        sched.begin_external(g)
+        sched.begin_external()
 
         def work() -> None:
             try:

@@ -879,7 +879,7 @@ cdef class Sched:
         Take it before starting that thread."""
         return Hold(self)
 
-    def begin_external(self, G g):
+    def begin_external(self):
         # A goroutine is about to wait for another thread: it must not count
         # as a deadlock while that thread runs.
         with self.lock:

@@ -9,7 +9,8 @@ prove that every error path closes what it opened.
 - ``connect(sock, addr) -> int``: 0 or an errno (EINPROGRESS...), like connect_ex
 - ``listen(sock, backlog) -> None``
 - ``accept(sock) -> (socket.socket, addr or None)``: the new socket non-blocking
-  and close-on-exec (accept4); raises BlockingIOError when nothing is queued
+  and close-on-exec (``netpoll._syscall.accept``: accept4, or accept + fcntl where
+  the system lacks it); raises BlockingIOError when nothing is queued
 - ``close(sock) -> None``
 - ``getsockopt(sock, level, option) -> int``
 """
@@ -19,7 +20,11 @@ from __future__ import annotations
 import socket as _socket
 from typing import Any, Callable
 
-_NONBLOCK_CLOEXEC = getattr(_socket, "SOCK_NONBLOCK", 0) | getattr(_socket, "SOCK_CLOEXEC", 0)
+from netpoll import _syscall
+
+# A NETPOLL_PORTABLE build takes the path of systems without the flags here too.
+_NONBLOCK_CLOEXEC = 0 if _syscall.PORTABLE else (
+    getattr(_socket, "SOCK_NONBLOCK", 0) | getattr(_socket, "SOCK_CLOEXEC", 0))
 
 
 def sys_socket(family: int, type: int, proto: int) -> _socket.socket:
@@ -38,11 +43,9 @@ def sys_listen(sock: _socket.socket, backlog: int) -> None:
 
 
 def sys_accept(sock: _socket.socket) -> tuple[_socket.socket, Any]:
-    # accept4(SOCK_NONBLOCK|SOCK_CLOEXEC): the address is left to the caller
-    # (getpeername when asked), as socket.accept() would set the fd blocking.
-    from netpoll._fd import accept4
-
-    fd = accept4(sock.fileno())
+    # The address is left to the caller (getpeername when asked), as
+    # socket.accept() would set the fd blocking.
+    fd = _syscall.accept(sock.fileno())
     return _socket.socket(sock.family, sock.type, sock.proto, fileno=fd), None
 
 

@@ -11,6 +11,7 @@ from netpoll._table import backend_class, resolve
 
 T = TypeVar("T")
 
+
 def run(coro: Coroutine[Any, Any, T], *, backend: Optional[str] = None) -> T:
     """Run the goroutine runtime until ``coro`` returns; return its value.
 
@@ -68,7 +69,7 @@ async def to_thread(fn: Callable[..., T], *args: Any) -> T:
             else:
                 sched.finish_external(g, value, None)
 
-        sched.begin_external(g)
+        sched.begin_external()
         try:
             threading.Thread(target=work, name="netpoll.to_thread", daemon=True).start()
         except BaseException as e:  # can't start new thread: the caller's error

@@ -28,7 +28,7 @@ except ImportError:  # a source checkout built in place, not installed
 # netpoll under test, whether installed or built in place.
 _root = os.path.dirname(os.path.dirname(os.path.abspath(netpoll.__file__)))
 os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (_root, os.environ.get("PYTHONPATH")) if p)
-from support import Kit, open_fds, shadowed_tests
+from support import FD_DIR, SCAN_GAP, Kit, describe_fd, open_fds, shadowed_tests
 
 BACKENDS = [netpoll.BACKEND] if os.environ.get("NETPOLL_BACKEND") else netpoll.available_backends()
 
@@ -75,15 +75,8 @@ def no_fd_leak(request):
         after = open_fds()
     leaked = sorted(after - before)
     lost = sorted(before - after)
-    detail = {fd: _describe(fd) for fd in leaked}
+    detail = {fd: describe_fd(fd) for fd in leaked}
     pytest.fail(f"descriptor leak: opened and not closed {detail}; closed but not ours {lost}")
-
-
-def _describe(fd: int) -> str:
-    try:
-        return os.readlink(f"/proc/self/fd/{fd}")
-    except OSError:
-        return "?"
 
 
 # -- hangs ----------------------------------------------------------------------
@@ -139,4 +132,6 @@ def pytest_collect_file(file_path, parent):
 
 
 def pytest_report_header(config):
-    return f"netpoll backends under test: {', '.join(BACKENDS) or 'none'}"
+    fds = FD_DIR or f"fcntl over every number (to {SCAN_GAP} past the highest open)"
+    return [f"netpoll backends under test: {', '.join(BACKENDS) or 'none'}",
+            f"descriptor-leak check reads: {fds}"]

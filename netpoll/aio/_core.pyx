@@ -28,7 +28,7 @@ from libc.stdint cimport int64_t
 from libc.stdlib cimport free, malloc
 
 from netpoll._netpoll cimport (MODE_R, MODE_W, TIMER_READY, Park, PollDesc,
-                               Timer, netpollblock, netpollblockcommit,
+                               Timer, _Wait, _dir, netpollblock, netpollblockcommit,
                                netpollcheckerr, pdG, pdNil, pdReady,
                                pollErrClosing, pollreset)
 from netpoll._sched cimport G, Sched
@@ -287,7 +287,7 @@ cdef class _Watcher(Park):
         # netpollblock's first half: consume a pending readiness, or publish
         # pdWait (the commit turns it into pdG).
         cdef PollDesc pd = self.pd
-        if netpollblock(pd, self.mode):
+        if netpollblock(_dir(pd, self.mode)):
             return B_READY
         cdef int err = netpollcheckerr(pd, self.mode)
         if err == 0:
@@ -295,10 +295,7 @@ cdef class _Watcher(Park):
                 pd.backend.netpollarm(pd, self.mode)
             self.state = W_PARKED
             return B_PARKED
-        if self.mode == MODE_R:
-            pd.rg = pdNil
-        else:
-            pd.wg = pdNil
+        _dir(pd, self.mode).g = pdNil
         # An error event (not pollable) is delivered: the callback's own
         # syscall reports the error, as after select().
         return B_CLOSED if err == pollErrClosing else B_READY
@@ -306,15 +303,13 @@ cdef class _Watcher(Park):
     def __next__(self):
         cdef int old, b
         cdef PollDesc pd = self.pd
+        cdef _Wait gpp
         if self.state == W_DONE:
             raise StopIteration
         if self.state == W_PARKED:
-            if self.mode == MODE_R:
-                old = pd.rg
-                pd.rg = pdNil
-            else:
-                old = pd.wg
-                pd.wg = pdNil
+            gpp = _dir(pd, self.mode)
+            old = gpp.g
+            gpp.g = pdNil
             if old == pdReady:
                 b = B_READY
             elif netpollcheckerr(pd, self.mode) == pollErrClosing:
@@ -361,7 +356,7 @@ cdef class _Watcher(Park):
         else:
             b = self.block()
         if b == B_PARKED:
-            if not netpollblockcommit(self.pd, self.mode, self.g):
+            if not netpollblockcommit(_dir(self.pd, self.mode), self.g):
                 self.core.sched.runqput(self.g)
         elif b == B_READY:
             if self.handle is not None:
@@ -376,7 +371,7 @@ cdef class _Watcher(Park):
         if self.state == W_DELIVERED:
             self.core.pending.append(self)
             return True
-        return netpollblockcommit(self.pd, self.mode, g)
+        return netpollblockcommit(_dir(self.pd, self.mode), g)
 
     def cancel(self):
         """Stop watching: the goroutine exits and the descriptor holds no waiter."""
@@ -384,13 +379,11 @@ cdef class _Watcher(Park):
         cdef int prev = self.state
         self.state = W_DONE
         self.handle = None
+        cdef _Wait gpp = _dir(pd, self.mode)
         if prev == W_PARKED:
-            if self.mode == MODE_R and pd.rg == pdG:
-                pd.rgp = None
-                pd.rg = pdNil
-            elif self.mode == MODE_W and pd.wg == pdG:
-                pd.wgp = None
-                pd.wg = pdNil
+            if gpp.g == pdG:
+                gpp.gp = None
+                gpp.g = pdNil
             else:
                 return  # already readied: it is queued and exits when run
             pd.backend.waiters -= 1
@@ -400,14 +393,10 @@ cdef class _Watcher(Park):
         # The runtime ending closes leftover goroutines: leave the semaphore
         # without queueing anything.
         cdef PollDesc pd = self.pd
-        if self.state == W_PARKED:
-            if self.mode == MODE_R and pd.rg == pdG:
-                pd.rgp = None
-                pd.rg = pdNil
-                pd.backend.waiters -= 1
-            elif self.mode == MODE_W and pd.wg == pdG:
-                pd.wgp = None
-                pd.wg = pdNil
-                pd.backend.waiters -= 1
+        cdef _Wait gpp = _dir(pd, self.mode)
+        if self.state == W_PARKED and gpp.g == pdG:
+            gpp.gp = None
+            gpp.g = pdNil
+            pd.backend.waiters -= 1
         self.state = W_DONE
         self.handle = None

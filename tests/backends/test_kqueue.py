@@ -7,6 +7,8 @@ the real <sys/event.h>, on Linux against the kqueue-over-epoll shim.
 
 from __future__ import annotations
 
+import socket
+
 import pytest
 
 kqueue = pytest.importorskip("netpoll.backends.kqueue")
@@ -55,3 +57,33 @@ def test_delay_to_timespec(delay, ts):
 def test_capabilities():
     cls = kqueue.KqueueBackend
     assert (cls.name, cls.edge_triggered, cls.needs_arm, cls.max_fd) == ("kqueue", True, False, None)
+
+
+def test_a_read_eof_alone_wakes_a_parked_writer():
+    # The peer's FIN while our send side is full: a real kernel reports it as
+    # EVFILT_READ with EV_EOF and nothing on EVFILT_WRITE (the send side is
+    # still open), and so does the shim (tests/kqueue_shim: a hang-up fires
+    # the read filter only). The backend's mapping of a read EV_EOF to 'r'
+    # and 'w' is all that wakes the writer, who retries and learns the
+    # outcome from its write.
+    from support import Kit, fill
+    from support.conformance import Waiter, settle_edges, wait_for
+
+    b = kqueue.KqueueBackend()
+    kit = Kit(b)
+    try:
+        c, s = kit.tcp_pair(sndbuf=4096, rcvbuf=4096)
+        pd = kit.open(c)
+        settle_edges(b, [pd])
+        fill(c.send)
+        pd.prepare("w")
+        w = Waiter("w")
+        assert pd.park("w", w) is False
+        assert b.netpoll(50_000_000) == [], "the send side is full"
+        s.shutdown(socket.SHUT_WR)
+        assert wait_for(b, w) == [w], "the read EOF did not wake the writer"
+        with pytest.raises(BlockingIOError):
+            c.send(b"x" * 65536)  # woken early: the peer still has to read
+    finally:
+        kit.cleanup()
+        b.close()

@@ -10,12 +10,15 @@ tests/net/test_deadline.py the conn API and Go's timeout tests.
 
 from __future__ import annotations
 
+import socket
+import time
+
 import pytest
 
 import netpoll
 from support import MS
 from support.conformance import Waiter, settle_edges, wait_for
-from netpoll._netpoll import Timers, monotonic_ns
+from netpoll._netpoll import POLL_ERR_TIMEOUT, POLL_NO_ERROR, Timers, monotonic_ns
 
 
 @pytest.fixture
@@ -36,8 +39,8 @@ def test_past_deadline_wakes_the_waiter_and_fails_the_next_park(backend, timed):
         pd.park("r", Waiter("r2"))
     with pytest.raises(netpoll.DeadlineExceededError):
         pd.prepare("r")
-    assert pd.check("r") == 2
-    assert pd.check("w") == 0, "the write direction has no deadline"
+    assert pd.check("r") == POLL_ERR_TIMEOUT
+    assert pd.check("w") == POLL_NO_ERROR, "the write direction has no deadline"
     assert pd.deadlines()[0] < 0
     # Data that arrives later does not bring the timed-out reader back.
     b.send(b"x")
@@ -93,7 +96,7 @@ def test_moving_a_deadline_makes_the_old_timer_a_noop(backend, timed):
     assert pd.set_deadline(now + 200 * MS, "r") == []
     assert timers.run_due(now + 100 * MS) == [], "the old deadline fired"
     assert pd.sema("r") is r
-    assert pd.check("r") == 0
+    assert pd.check("r") == POLL_NO_ERROR
     assert timers.run_due(now + 200 * MS) == [r]
 
 
@@ -122,7 +125,7 @@ def test_readiness_before_the_deadline_wins(backend, timed):
     assert wait_for(backend, r) == [r]
     pd.prepare("r")
     assert timers.run_due(now) == []
-    assert pd.check("r") == 0
+    assert pd.check("r") == POLL_NO_ERROR
 
 
 def test_evict_wakes_both_waiters_and_later_parks_fail(backend, timed):
@@ -154,3 +157,48 @@ def test_double_wait_is_an_invariant_error(backend, timed):
     assert pd.park("r", Waiter("r")) is False
     with pytest.raises(netpoll.NetpollError):
         pd.park("r", Waiter("again"))
+
+
+# -- the clock ----------------------------------------------------------------
+
+def test_the_timer_clock_is_the_clock_of_netpoll_now():
+    # nanotime() (monotonic_ns) must read the clock behind time.monotonic(),
+    # which netpoll.now() returns: on macOS that is mach_absolute_time, not
+    # CLOCK_MONOTONIC, and the two drift apart by every sleep of the machine.
+    # Each reading is taken between two readings of the other clock; any
+    # offset or rate difference between two clocks shows up as a reading
+    # outside its bracket.
+    for _ in range(1000):
+        a = time.monotonic_ns()
+        n = monotonic_ns()
+        b = time.monotonic_ns()
+        assert a <= n <= b, f"timer clock {n} outside time.monotonic_ns() [{a}, {b}]"
+        t0 = netpoll.now()
+        n = monotonic_ns()
+        t1 = netpoll.now()
+        # now() is a float: allow its rounding (well under a microsecond).
+        assert t0 - 1e-6 <= n / 1e9 <= t1 + 1e-6, f"timer clock {n} outside now() [{t0}, {t1}]"
+
+
+def test_a_deadline_in_now_seconds_fires_when_now_reaches_it(backend_name):
+    # End to end: a deadline given as netpoll.now() + 0.1 fails the read when
+    # now() has passed it, never before.
+    async def main():
+        a, b = socket.socketpair()
+        a.setblocking(False)
+        try:
+            from netpoll import _fd
+            f = _fd.FD(a)
+            try:
+                at = netpoll.now() + 0.1
+                f._set_deadline(at)
+                with pytest.raises(netpoll.DeadlineExceededError):
+                    await f.read(bytearray(1))
+                return netpoll.now() - at
+            finally:
+                f.close()
+        finally:
+            b.close()
+
+    late = netpoll.run(main(), backend=backend_name)
+    assert late >= 0, f"the deadline fired {-late:.6f} s before now() reached it"

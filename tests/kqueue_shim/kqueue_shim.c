@@ -9,7 +9,10 @@
  * filter is in the epoll set once, as EPOLLIN|EPOLLOUT|EPOLLRDHUP|EPOLLET,
  * and each epoll event becomes one kevent per registered filter it concerns:
  *   EVFILT_READ  on IN|RDHUP|HUP|ERR, with EV_EOF on RDHUP or HUP;
- *   EVFILT_WRITE on OUT|HUP|ERR, with EV_EOF on HUP;
+ *   EVFILT_WRITE on OUT|ERR, with EV_EOF on HUP: a hang-up alone fires the
+ *   read filter only, the least a kernel reports (Darwin tells the writer
+ *   of a pipe whose reader closed only through a read EOF), so the
+ *   backend's own mapping of a read EV_EOF to 'w' is what wakes writers;
  *   an event that is EPOLLERR alone gives flags == EV_ERROR exactly and data
  *   EIO (the pending socket error cannot be read without clearing it).
  * Delivered flags are the registration's without EV_ADD/EV_ENABLE, as on the
@@ -321,7 +324,7 @@ static void deliver(struct kq *k, const struct epoll_event *e, struct kevent *ou
     if (w->filters & F_READ && m & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
         put(k, out, n, nevents, d, EVFILT_READ,
             w->rflags | (m & (EPOLLRDHUP | EPOLLHUP) ? EV_EOF : 0), 0, w->rudata);
-    if (w->filters & F_WRITE && m & (EPOLLOUT | EPOLLHUP | EPOLLERR))
+    if (w->filters & F_WRITE && m & (EPOLLOUT | EPOLLERR))
         put(k, out, n, nevents, d, EVFILT_WRITE,
             w->wflags | (m & EPOLLHUP ? EV_EOF : 0), 0, w->wudata);
 }

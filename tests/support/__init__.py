@@ -10,10 +10,11 @@
 """
 
 from .conformance import Kit
-from .core import (MS, SHORT, SLACK, after, drain, fd_count, fill, open_fds, read_all, read_full, run,
-                   socket_pair)
+from .core import (FD_DIR, MS, SCAN_GAP, SHORT, SLACK, after, describe_fd, drain, fd_count, fill,
+                   listed_fds, open_fds, read_all, read_full, run, scanned_fds, socket_pair)
 from .guards import shadowed_tests
 from .proc import import_bench, readline
 
-__all__ = ["MS", "SHORT", "SLACK", "Kit", "after", "drain", "fd_count", "fill", "import_bench", "open_fds",
-           "read_all", "read_full", "readline", "run", "shadowed_tests", "socket_pair"]
+__all__ = ["FD_DIR", "MS", "SCAN_GAP", "SHORT", "SLACK", "Kit", "after", "describe_fd", "drain", "fd_count",
+           "fill", "import_bench", "listed_fds", "open_fds", "read_all", "read_full", "readline", "run",
+           "scanned_fds", "shadowed_tests", "socket_pair"]

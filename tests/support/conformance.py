@@ -16,6 +16,7 @@ import struct
 import time
 from typing import Callable, Iterable, Optional
 
+from netpoll import _syscall
 from netpoll._netpoll import pollclose, pollopen
 
 from .core import MS
@@ -102,7 +103,7 @@ class Kit:
         return a, b
 
     def pipe(self) -> tuple[int, int]:
-        r, w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        r, w = _syscall.pipe()  # pipe2 where the system has it
         self._fds += [r, w]
         return r, w
 

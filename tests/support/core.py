@@ -7,11 +7,14 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import resource
 import socket
+import stat
 import time
-from typing import Any, Awaitable, Callable, Iterator, Union
+from typing import Any, Awaitable, Callable, Iterator, Optional, Union
 
 import netpoll
+from netpoll import _syscall
 from netpoll._netpoll import monotonic_ns
 
 MS = 1_000_000  # nanoseconds
@@ -31,16 +34,92 @@ def after(ms: float) -> int:
     return monotonic_ns() + int(ms * MS)
 
 
+def _listing_dir() -> Optional[str]:
+    # A directory that lists this process's descriptors, trusted only once it
+    # showed one just opened: FreeBSD's /dev/fd without fdescfs lists 0-2
+    # whatever is open. A NETPOLL_PORTABLE build uses none (on Linux /dev/fd
+    # is /proc), so the scan below runs where /proc does not exist.
+    if _syscall.PORTABLE:
+        return None
+    for d in ("/proc/self/fd", "/dev/fd"):
+        try:
+            r, w = os.pipe()
+        except OSError:
+            return None
+        try:
+            if {str(r), str(w)} <= set(os.listdir(d)):
+                return d
+        except OSError:
+            pass
+        finally:
+            os.close(r)
+            os.close(w)
+    return None
+
+
+FD_DIR = _listing_dir()
+
+# The scan: descriptors are numbered lowest-free first, so it stops after
+# this many closed numbers in a row past the highest open one. A descriptor
+# beyond such a gap (only after a test held that many more open and closed
+# them, or a dup2 to a high number) is not seen.
+SCAN_GAP = 256
+
+
 def open_fds() -> set[int]:
-    """The descriptors this process has open (less the one listdir used)."""
+    """The descriptors this process has open (less any the listing used):
+    from /proc/self/fd or /dev/fd where they list them, else scanned."""
+    return listed_fds(FD_DIR) if FD_DIR is not None else scanned_fds()
+
+
+def listed_fds(d: str) -> set[int]:
     fds = set()
-    for n in os.listdir("/proc/self/fd"):
+    for n in os.listdir(d):
         try:
             fcntl.fcntl(int(n), fcntl.F_GETFD)
         except OSError:
             continue
         fds.add(int(n))
     return fds
+
+
+def scanned_fds() -> set[int]:
+    """The open descriptors found by asking fcntl about each number, up to
+    SCAN_GAP closed numbers past the highest open one (or RLIMIT_NOFILE)."""
+    limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if limit == resource.RLIM_INFINITY or limit <= 0:
+        limit = 1 << 20
+    fds = set()
+    fd = 0
+    top = SCAN_GAP
+    while fd < top and fd < limit:
+        try:
+            fcntl.fcntl(fd, fcntl.F_GETFD)
+        except OSError:
+            pass
+        else:
+            fds.add(fd)
+            top = fd + 1 + SCAN_GAP
+        fd += 1
+    return fds
+
+
+def describe_fd(fd: int) -> str:
+    """What a descriptor is, for a leak report: its /proc link, else its type."""
+    if FD_DIR == "/proc/self/fd":
+        try:
+            return os.readlink(f"{FD_DIR}/{fd}")
+        except OSError:
+            pass
+    try:
+        mode = os.fstat(fd).st_mode
+    except OSError:
+        return "?"
+    for test, name in ((stat.S_ISSOCK, "socket"), (stat.S_ISFIFO, "pipe"), (stat.S_ISREG, "file"),
+                       (stat.S_ISDIR, "directory"), (stat.S_ISCHR, "character device")):
+        if test(mode):
+            return name
+    return f"mode {mode:o}"
 
 
 def fd_count() -> int:
