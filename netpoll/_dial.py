@@ -172,9 +172,10 @@ class Dialer:
       the attempt;
     - ``resolver``: a ``net.Resolver`` (default: the shared one).
 
-    ``ctx``: any object shaped as Go's context (``deadline()`` and ``err()``);
-    its deadline bounds the dial and its error stops the next attempt. A
-    cancellation does not interrupt a connect already in flight.
+    ``ctx``: a ``netpoll.context`` context, or any object shaped as Go's
+    (``deadline()`` and ``err()``): its deadline bounds the dial and its
+    error stops the next attempt; a netpoll context's cancellation also
+    ends a connect in flight, and the dial fails with the context's error.
     """
 
     def __init__(self, timeout: Optional[float] = None, deadline: Optional[float] = None,
@@ -408,13 +409,24 @@ class _Attempt:
             if err in (_errno.EINPROGRESS, _errno.EALREADY, _errno.EINTR):
                 if race is not None:
                     race.inflight.add(fd)
+                # Go's connect: a context cancelled while the connect is in
+                # flight sets a write deadline in the past, which wakes the
+                # wait at once; the error is then the context's.
+                stop = _interrupt_on_cancel(self.ctx, fd)
                 try:
                     if deadline is not None:
                         fd._set_deadline(deadline, "w")
-                    await net._connect_wait(fd, sock)
+                    try:
+                        await net._connect_wait(fd, sock)
+                    except DeadlineExceededError:
+                        err = _ctx_err(self.ctx)
+                        if err is not None:
+                            raise err from None
+                        raise
                     if deadline is not None:
                         fd._set_deadline(None, "w")
                 finally:
+                    stop()
                     if race is not None:
                         race.inflight.discard(fd)
             if race is not None and not race.claim(fd):
@@ -425,7 +437,7 @@ class _Attempt:
                     fd.close()
             else:
                 net._close_quietly(sock)
-            if isinstance(e, net._WRAPPED):
+            if isinstance(e, net._WRAPPED) or (self.ctx is not None and e is _ctx_err(self.ctx)):
                 raise net.operror("dial", nw, la, ra, e) from None
             raise
         if stream and nw != "unix":
@@ -436,6 +448,22 @@ class _Attempt:
         except OSError:  # reset since: the address dialed stands
             pass
         return fd
+
+
+def _interrupt_on_cancel(ctx: Any, fd: net._NetFD) -> Callable[[], Any]:
+    """While a connect is in flight, a netpoll context's cancellation ends
+    it (context.after_func); returns the stop function. Objects that only
+    have Go's context shape are consulted between attempts, not during one."""
+    from netpoll import context
+
+    if not isinstance(ctx, context.Context):
+        return lambda: None
+
+    def cancel() -> None:
+        if not fd.closed:
+            fd._set_deadline(0, "w")  # 0: long past
+
+    return context.after_func(ctx, cancel)
 
 
 def _concrete(nw: str, addr: net.Addr) -> str:

@@ -575,3 +575,45 @@ def test_join_host_port():
     assert net.join_host_port("fe80::1%lo0", "http") == "[fe80::1%lo0]:http"
     assert net.join_host_port("example.com", 443) == "example.com:443"
     assert net.join_host_port("", 80) == ":80"
+
+
+def test_dial_cancelled_by_its_context_while_connecting(backend_name):
+    # Go's connect: a context cancelled mid-connect ends the dial at once,
+    # with the context's error, and leaves nothing open.
+    from netpoll import context
+
+    async def main():
+        with black_hole(socket.AF_INET, "127.0.0.1") as port:
+            ctx, cancel = context.with_cancel(context.background())
+
+            async def cancel_soon():
+                await netpoll.sleep(0.1)
+                cancel()
+
+            netpoll.go(cancel_soon())
+            t0 = netpoll.now()
+            with pytest.raises(net.OpError) as ei:
+                await net.Dialer(timeout=10).dial("tcp", f"127.0.0.1:{port}", ctx=ctx)
+            assert isinstance(ei.value.err, context.Canceled), ei.value
+            assert ei.value.op == "dial"
+            assert 0.05 < netpoll.now() - t0 < 0.1 + SLACK
+
+    run(backend_name, main)
+
+
+def test_dial_ended_by_its_context_deadline_while_connecting(backend_name):
+    from netpoll import context
+
+    async def main():
+        with black_hole(socket.AF_INET, "127.0.0.1") as port:
+            ctx, cancel = context.with_timeout(context.background(), 0.1)
+            try:
+                t0 = netpoll.now()
+                with pytest.raises(net.OpError) as ei:
+                    await net.Dialer().dial("tcp", f"127.0.0.1:{port}", ctx=ctx)
+                assert isinstance(ei.value, TimeoutError)
+                assert netpoll.now() - t0 < 0.1 + SLACK
+            finally:
+                cancel()
+
+    run(backend_name, main)
