@@ -9,8 +9,8 @@
 #   EPOLLIN: an eventfd, or the pipe of poll and select in a NETPOLL_PORTABLE
 #   build (which proves that path on Linux). Breaks coalesce and only a
 #   blocking netpoll consumes one.
-# Modes: IN|PRI|RDHUP|HUP|ERR -> 'r'; PRI (urgent data) also goes to
-#   netpollurgent first (urgent_events); OUT|HUP|ERR -> 'w'; ERR alone is an
+# Modes: IN|PRI|RDHUP|HUP|ERR -> 'r'; PRI|RDHUP|HUP|ERR also go to
+#   netpollreadstop first (urgent_events); OUT|HUP|ERR -> 'w'; ERR alone is an
 #   error-only event (netpollevent).
 # Stale events: the cookie is the PollDesc token (pollcache slot << 32 |
 #   fdseq); netpolltoken drops a cookie whose fdseq moved on. The wakeup's
@@ -20,7 +20,7 @@
 from cpython.exc cimport PyErr_SetFromErrno
 from libc.stdint cimport int64_t, uint32_t, uint64_t
 
-from netpoll._netpoll cimport (Backend, PollDesc, netpollevent, netpollurgent,
+from netpoll._netpoll cimport (Backend, PollDesc, netpollevent, netpollreadstop,
                                netpolltoken,
                                MODE_R, MODE_W, MODE_RW)
 from delay cimport delay_ms, wait_interrupted
@@ -110,8 +110,8 @@ cdef class EpollBackend(Backend):
             pd = netpolltoken(self.events[i].data.u64)
             if pd is None:
                 continue
-            if m & EPOLLPRI:
-                netpollurgent(pd)
+            if m & (EPOLLPRI | EPOLLRDHUP | EPOLLHUP | EPOLLERR):
+                netpollreadstop(pd)
             netpollevent(to_run, pd, mode, m == EPOLLERR)
         return to_run
 

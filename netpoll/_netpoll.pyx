@@ -45,8 +45,8 @@ as NotPollableError); any other event clears it.
 Capabilities, as class attributes: ``name``, ``edge_triggered``,
 ``needs_arm``, ``max_fd`` (None when unlimited), ``error_events`` (the kernel
 can report an error alone, so ``everr`` can be set), ``urgent_events`` (the
-backend calls ``netpollurgent`` before ``netpollevent`` for an event that
-reports urgent data, so an edge-triggered backend lets the FD layer skip the
+backend calls ``netpollreadstop`` before ``netpollevent`` for an event that
+reports urgent data, a hang-up or an error, so an edge-triggered backend lets the FD layer skip the
 read after a short TCP read; see pollskipok).
 
 Renames from Go: netpollBreak -> netpollbreak; pollDesc -> PollDesc; Go's
@@ -519,10 +519,10 @@ cdef int netpollevent(list to_run, PollDesc pd, int mode, bint error_only) excep
     return netpollready(to_run, pd, mode)
 
 
-cdef void netpollurgent(PollDesc pd) noexcept:
-    # A backend saw urgent (out-of-band) data on pd, before its netpollevent:
-    # no more skipped reads on it (pollskipok).
-    pd.urgent = True
+cdef void netpollreadstop(PollDesc pd) noexcept:
+    # A backend saw urgent (out-of-band) data, a hang-up or an error on pd,
+    # before its netpollevent: no more skipped reads on it (pollskipok).
+    pd.readstop = True
 
 
 cdef class _Wait(Park):
@@ -724,7 +724,7 @@ def pollopen(Backend backend, int fd, Timers timers=None):
     pd.fd = fd
     pd.closing = False
     pd.everr = False
-    pd.urgent = False
+    pd.readstop = False
     cdef _Wait gpp
     for gpp in (pd.rwait, pd.wwait):
         gpp.seq += 1

@@ -245,3 +245,35 @@ def test_read_after_urgent_data_following_a_short_read(backend_name):
 
 def test_wait_readable_after_urgent_data_following_a_short_read(backend_name):
     _check_urgent_after_a_short_read(backend_name, "wait_readable")
+
+
+def _check_eof_after_a_short_read(backend_name: str, how: str) -> None:
+    # A short read stops before the peer's FIN, so the EOF is still to come
+    # with no new edge: the poller took the edge first, and a skip that did
+    # not know about the hang-up would park for good.
+    async def main():
+        ln, s, peer = await _tcp_server_and_peer()
+        try:
+            peer.sendall(b"LAST")
+            peer.shutdown(socket.SHUT_WR)
+            await _settle()
+            buf = bytearray(64)
+            assert await s.read(buf) == 4
+            s.set_read_deadline(netpoll.now() + SLACK)
+            if how == "wait_readable":
+                await s.wait_readable()
+            assert await s.read(buf) == 0
+        finally:
+            peer.close()
+            s.close()
+            ln.close()
+
+    run(backend_name, main)
+
+
+def test_read_of_the_eof_after_a_short_read(backend_name):
+    _check_eof_after_a_short_read(backend_name, "read")
+
+
+def test_wait_readable_for_the_eof_after_a_short_read(backend_name):
+    _check_eof_after_a_short_read(backend_name, "wait_readable")
