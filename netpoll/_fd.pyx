@@ -213,9 +213,12 @@ cdef class FD:
         self._sock = sock
         self._sysfd = sock.fileno()
         self._stream = stream
+        # TCP itself (proto 0 or IPPROTO_TCP): not MPTCP or SCTP, whose
+        # reads may stop short for reasons of their own.
         self._tcp = (stream and isinstance(sock, _socket.socket)
                      and sock.type == _socket.SOCK_STREAM
-                     and sock.family in (_socket.AF_INET, _socket.AF_INET6))
+                     and sock.family in (_socket.AF_INET, _socket.AF_INET6)
+                     and sock.proto in (0, _socket.IPPROTO_TCP))
         self.sched = getsched()
         self.pd = self.sched.pollopen(self._sysfd)
 
