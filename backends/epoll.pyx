@@ -2,14 +2,15 @@
 # netpoll backend: epoll (Linux).
 #
 # Trigger: edge (EPOLLET). Each descriptor gets one EPOLL_CTL_ADD with
-#   EPOLLIN|EPOLLOUT|EPOLLRDHUP|EPOLLET for its whole life and is never
+#   EPOLLIN|EPOLLPRI|EPOLLOUT|EPOLLRDHUP|EPOLLET for its whole life and is never
 #   modified: a fresh connected socket reports writable at once, which is
 #   harmless because the FD layer's pollreset drops it before the first write.
 # Wakeup: the channel of wakepipe.pxd, registered level-triggered for
 #   EPOLLIN: an eventfd, or the pipe of poll and select in a NETPOLL_PORTABLE
 #   build (which proves that path on Linux). Breaks coalesce and only a
 #   blocking netpoll consumes one.
-# Modes: IN|RDHUP|HUP|ERR -> 'r'; OUT|HUP|ERR -> 'w'; ERR alone is an
+# Modes: IN|PRI|RDHUP|HUP|ERR -> 'r'; PRI|RDHUP|HUP|ERR also go to
+#   netpollreadstop first (urgent_events); OUT|HUP|ERR -> 'w'; ERR alone is an
 #   error-only event (netpollevent).
 # Stale events: the cookie is the PollDesc token (pollcache slot << 32 |
 #   fdseq); netpolltoken drops a cookie whose fdseq moved on. The wakeup's
@@ -19,7 +20,8 @@
 from cpython.exc cimport PyErr_SetFromErrno
 from libc.stdint cimport int64_t, uint32_t, uint64_t
 
-from netpoll._netpoll cimport (Backend, PollDesc, netpollevent, netpolltoken,
+from netpoll._netpoll cimport (Backend, PollDesc, netpollevent, netpollreadstop,
+                               netpolltoken,
                                MODE_R, MODE_W, MODE_RW)
 from delay cimport delay_ms, wait_interrupted
 from netpoll._syscall cimport HAVE_EVENTFD
@@ -38,6 +40,7 @@ cdef class EpollBackend(Backend):
     edge_triggered = True
     needs_arm = False
     max_fd = None
+    urgent_events = True
 
     cdef int epfd
     cdef epoll_event events[NEVENTS]
@@ -63,7 +66,7 @@ cdef class EpollBackend(Backend):
 
     cpdef netpollopen(self, int fd, PollDesc pd):
         cdef epoll_event ev
-        ev.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET
+        ev.events = EPOLLIN | EPOLLPRI | EPOLLOUT | EPOLLRDHUP | EPOLLET
         ev.data.u64 = pd.token()
         if epoll_ctl(self.epfd, EPOLL_CTL_ADD, fd, &ev) < 0:
             PyErr_SetFromErrno(OSError)
@@ -98,7 +101,7 @@ cdef class EpollBackend(Backend):
                     wakepipe_drain(&self.wake)
                 continue
             mode = 0
-            if m & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR):
+            if m & (EPOLLIN | EPOLLPRI | EPOLLRDHUP | EPOLLHUP | EPOLLERR):
                 mode = MODE_R
             if m & (EPOLLOUT | EPOLLHUP | EPOLLERR):
                 mode = MODE_RW if mode else MODE_W
@@ -107,6 +110,8 @@ cdef class EpollBackend(Backend):
             pd = netpolltoken(self.events[i].data.u64)
             if pd is None:
                 continue
+            if m & (EPOLLPRI | EPOLLRDHUP | EPOLLHUP | EPOLLERR):
+                netpollreadstop(pd)
             netpollevent(to_run, pd, mode, m == EPOLLERR)
         return to_run
 

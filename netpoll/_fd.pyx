@@ -47,9 +47,11 @@ from libc.math cimport isnan
 
 import errno as _errno
 import os as _os
+import socket as _socket
 
 from netpoll._netpoll cimport (PollDesc, Park, _Wait, nanotime, pollerror,
-                               polldeadline, pollpending, pollreset, pollErrTimeout,
+                               polldeadline, pollpending, pollreset, pollskipok,
+                               pollErrTimeout,
                                MODE_R, MODE_W)
 from netpoll._sched cimport Sched, getsched
 
@@ -190,6 +192,16 @@ cdef class FD:
     cdef readonly object _sock
     cdef readonly int _sysfd
     cdef readonly bint _stream      # clamp I/O at MAX_RW; a zero read is EOF
+    cdef readonly bint _tcp         # a TCP stream socket (pollskipok)
+    # The last read(2) was short on a TCP stream: the next read or
+    # wait_readable, if the poller allows it (pollskipok) and no readiness
+    # came since, parks without a syscall. Consumed by the first read-side
+    # operation after it, whatever that finds: a skip is taken at most once
+    # per short read, so an edge taken by an operation that did not empty
+    # the queue (another read-side call, a wait woken and then failed by a
+    # deadline) is never followed by a skip.
+    cdef bint rdrained
+    cdef readonly Py_ssize_t _rskips  # skips decided (tests prove the optimisation)
     cdef PollDesc pd
     cdef Sched sched
     # fdMutex
@@ -201,6 +213,12 @@ cdef class FD:
         self._sock = sock
         self._sysfd = sock.fileno()
         self._stream = stream
+        # TCP itself (proto 0 or IPPROTO_TCP): not MPTCP or SCTP, whose
+        # reads may stop short for reasons of their own.
+        self._tcp = (stream and isinstance(sock, _socket.socket)
+                     and sock.type == _socket.SOCK_STREAM
+                     and sock.family in (_socket.AF_INET, _socket.AF_INET6)
+                     and sock.proto in (0, _socket.IPPROTO_TCP))
         self.sched = getsched()
         self.pd = self.sched.pollopen(self._sysfd)
 
@@ -383,12 +401,23 @@ cdef class FD:
         op.kind = OP_WRITE
         return op
 
+    cdef bint skip_read(self, bint ready) except -1:
+        # At the start of a read or wait_readable, with `ready` the
+        # readiness pending before _begin: True when it may park without a
+        # syscall (rdrained). Consumes rdrained; counts the skips decided.
+        cdef bint skip = self.rdrained and not ready and pollskipok(self.pd)
+        self.rdrained = False
+        if skip:
+            self._rskips += 1
+        return skip
+
     cdef bint peek_empty(self) except -1:
         # wait_readable without a known readiness: True when nothing is
         # queued (recv MSG_PEEK says EAGAIN), so it must wait. Knowing that
-        # from an earlier short read is not enough: a TCP read stops at an
-        # urgent mark, a unix stream read after a message carrying
-        # descriptors, with more data queued and no new edge to come.
+        # from an earlier short read is enough only where skip_read says so:
+        # a TCP read stops at an urgent mark, a unix stream read after a
+        # message carrying descriptors, with more data queued and no new edge
+        # to come.
         cdef char c
         cdef ssize_t n
         while True:
@@ -412,6 +441,7 @@ cdef class FD:
             n = c_read(self._sysfd, op.view.buf, want)
             if n >= 0:
                 op.n = n
+                self.rdrained = self._tcp and 0 < n < <ssize_t>want
                 return True
             err = errno
             if err == EAGAIN:
@@ -519,6 +549,8 @@ cdef class FD:
             if w is not None:
                 await w
             try:
+                if read:
+                    self.rdrained = False
                 _begin(self.pd, MODE_R if read else MODE_W)
                 while True:
                     try:
@@ -766,7 +798,7 @@ cdef class _RW:
         # result in n.
         cdef FD fd = self.fd
         cdef bint read = self.kind != OP_WRITE
-        cdef bint ready
+        cdef bint ready, skip
         if fd.fdclosed:
             # Entered or resumed after close: fail before the poll
             # descriptor (perhaps another fd's by now) or a syscall.
@@ -793,17 +825,28 @@ cdef class _RW:
             # Just took the lock.
             self.locked = True
             self.state = S_IO
-            if self.kind == OP_WAITREAD:
+            if self.kind == OP_WRITE:
+                _begin(fd.pd, MODE_W)
+            else:
                 # A readiness since the last read began says "try"; without
-                # one, only an empty queue (peek) may wait.
+                # one, only an empty queue (a short read where the poller
+                # allows the skip, else a peek) may wait.
+                # rdrained is consumed before _begin, which may drop a
+                # readiness and then fail.
                 ready = pollpending(fd.pd, MODE_R)
+                if self.kind == OP_READ and self.view.len == 0:
+                    fd.rdrained = False
+                    _begin(fd.pd, MODE_R)
+                    return 0
+                skip = fd.skip_read(ready)
                 _begin(fd.pd, MODE_R)
-                if not ready and fd.peek_empty() and self.wait(fd.pd.rwait):
+                if self.kind == OP_WAITREAD:
+                    if (not ready and (skip or fd.peek_empty())
+                            and self.wait(fd.pd.rwait)):
+                        return 1
+                    return 0
+                if skip and self.wait(fd.pd.rwait):
                     return 1
-                return 0
-            _begin(fd.pd, MODE_W if self.kind == OP_WRITE else MODE_R)
-            if self.kind == OP_READ and self.view.len == 0:
-                return 0
         elif self.pw is not None:
             # Resumed from pollWait.
             if self.pw.step():

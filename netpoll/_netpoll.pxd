@@ -83,6 +83,7 @@ cdef class Backend:
     # (wakepipe.pxd: epoll, poll, select), behind the default netpollbreak
     # and is_poll_descriptor; a backend opens and closes it itself.
     cdef WakePipe wake
+    cdef bint urgentev              # urgent_events: calls netpollreadstop
     cdef object __weakref__
     cpdef netpollinit(self)
     cpdef netpollopen(self, int fd, PollDesc pd)
@@ -102,6 +103,7 @@ cdef class PollDesc:
     cdef readonly uint32_t slot     # index in the pollcache
     cdef readonly bint closing
     cdef readonly bint everr        # last delivered event was an error only
+    cdef readonly bint readstop     # urgent data, a hang-up or an error was reported: sticky (pollskipok)
     cdef public Py_ssize_t user     # backend cookie (poll: slot in its pollfd array)
     cdef readonly Backend backend
     cdef Timers timers
@@ -140,6 +142,27 @@ cdef inline bint pollpending(PollDesc pd, int mode) noexcept:
     return _dir(pd, mode).g == pdReady
 
 
+cdef inline bint pollskipok(PollDesc pd) noexcept:
+    # After a short read on a TCP stream socket, may the next read or
+    # wait_readable park without a syscall? A short TCP read empties the
+    # receive queue except where a read stops with something behind it: the
+    # urgent mark (data after it), the peer's FIN or a reset (the next read
+    # returns 0 or the error). A level-triggered poller reports those again
+    # once armed; an edge-triggered one only if it reports them (urgent
+    # data, read hang-up, hang-up, error), so the first such report sets
+    # pd.readstop and turns the skip off for the descriptor's life. Orders:
+    # - reported before the short read: pd.readstop is set before the
+    #   reader runs again (events are translated before goroutines run), so
+    #   it does not skip.
+    # - queued before the short read but reported after it: its arrival
+    #   queued an edge the poller has not taken yet, so the parked reader is
+    #   woken by that edge (all of them map to 'r') and sets pd.readstop.
+    # - arriving after the short read: new data, a new edge.
+    # Unix stream sockets (a read stops after SCM_RIGHTS), pipes, files and
+    # ttys never skip: the FD layer asks only for TCP.
+    return pd.backend.arm or (pd.backend.urgentev and not pd.readstop)
+
+
 cdef inline int64_t polldeadline(PollDesc pd, int mode) noexcept:
     # The direction's deadline as stored: 0 none, > 0 nanotime, < 0 expired.
     return _dir(pd, mode).d
@@ -150,6 +173,7 @@ cdef bint netpollblock(_Wait gpp) except -1
 cdef bint netpollblockcommit(_Wait gpp, object g) except -1
 cdef int netpollready(list to_run, PollDesc pd, int mode) except -1
 cdef int netpollevent(list to_run, PollDesc pd, int mode, bint error_only) except -1
+cdef void netpollreadstop(PollDesc pd) noexcept
 cdef PollDesc netpolltoken(uint64_t token)
 cdef int netpollcheckerr(PollDesc pd, int mode) noexcept
 cdef int pollreset(PollDesc pd, int mode) noexcept

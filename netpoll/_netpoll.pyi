@@ -38,6 +38,7 @@ class Backend:
     needs_arm: ClassVar[bool]
     max_fd: ClassVar[Optional[int]]
     error_events: ClassVar[bool]
+    urgent_events: ClassVar[bool]
     waiters: int
     @property
     def closed(self) -> bool: ...
@@ -66,6 +67,8 @@ class PollDesc:
     def closing(self) -> bool: ...
     @property
     def everr(self) -> bool: ...
+    @property
+    def readstop(self) -> bool: ...
     @property
     def backend(self) -> Optional[Backend]: ...
     @property

@@ -44,7 +44,10 @@ as NotPollableError); any other event clears it.
 
 Capabilities, as class attributes: ``name``, ``edge_triggered``,
 ``needs_arm``, ``max_fd`` (None when unlimited), ``error_events`` (the kernel
-can report an error alone, so ``everr`` can be set).
+can report an error alone, so ``everr`` can be set), ``urgent_events`` (the
+backend calls ``netpollreadstop`` before ``netpollevent`` for an event that
+reports urgent data, a hang-up or an error, so an edge-triggered backend lets the FD layer skip the
+read after a short TCP read; see pollskipok).
 
 Renames from Go: netpollBreak -> netpollbreak; pollDesc -> PollDesc; Go's
 per-direction fields (rg/rd/rseq/rt, wg/wd/wseq/wt) are one _Wait object per
@@ -516,6 +519,12 @@ cdef int netpollevent(list to_run, PollDesc pd, int mode, bint error_only) excep
     return netpollready(to_run, pd, mode)
 
 
+cdef void netpollreadstop(PollDesc pd) noexcept:
+    # A backend saw urgent (out-of-band) data, a hang-up or an error on pd,
+    # before its netpollevent: no more skipped reads on it (pollskipok).
+    pd.readstop = True
+
+
 cdef class _Wait(Park):
     # Go's pollWait as a hand-written awaitable. Its iterator runs
     # netpollblock, yields itself to the scheduler (which calls commit), and
@@ -715,6 +724,7 @@ def pollopen(Backend backend, int fd, Timers timers=None):
     pd.fd = fd
     pd.closing = False
     pd.everr = False
+    pd.readstop = False
     cdef _Wait gpp
     for gpp in (pd.rwait, pd.wwait):
         gpp.seq += 1
@@ -782,10 +792,12 @@ cdef class Backend:
     needs_arm = False
     max_fd = None
     error_events = True
+    urgent_events = False
 
     def __cinit__(self, *args, **kwargs):
         self.registered = {}
         self.arm = type(self).needs_arm
+        self.urgentev = type(self).urgent_events
         wakepipe_init(&self.wake)
 
     def __init__(self):
