@@ -118,6 +118,8 @@ class _Result(unittest.TestResult):
         self.counts = {k: 0 for k in ("pass", "fail", "skip", "n/a")}
         self._outcome = None
         self._watch = None
+        self._t0 = time.monotonic()
+        self._before = _built[0]
 
     def _id(self, test) -> str:
         return test.id().replace("test.test_asyncio.", "").replace(".Netpoll", ".")
@@ -169,8 +171,12 @@ class _Result(unittest.TestResult):
         self._outcome = ("fail", "unexpected success")
 
     def stopTest(self, test) -> None:
-        self._watch.cancel()
-        status, why = self._outcome
+        # Python 3.12+ stops a test of a skipped class without starting it.
+        if self._watch is not None:
+            self._watch.cancel()
+            self._watch = None
+        status, why = self._outcome or ("skip", "not started")
+        self._outcome = None
         if status == "pass" and _built[0] == self._before:
             status, why = "n/a", "built no netpoll loop"
         self._emit(self._id(test), status, why)

@@ -34,7 +34,8 @@ FLOORS = {
     "test_sockets": 9,
     "test_udp": 8,
     "test_pipes": 6,
-    "test_process": 39,
+    # 3.13 skips one of uvloop's process tests that 3.11 and 3.12 run.
+    "test_process": 39 if sys.version_info < (3, 13) else 38,
     "test_context": 12,
 }
 
