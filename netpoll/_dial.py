@@ -528,28 +528,11 @@ class ListenConfig:
     def listen(self, network: str, address: net.AddrLike) -> net.Listener:
         """``net.listen`` with this configuration (tcp, tcp4, tcp6, unix)."""
         nw = net._check_net("listen", network, net.STREAM_NETS)
-        laddr = self._laddr(nw, address)
-        backlog = self.backlog
-        if backlog is None:
-            backlog = net.listener_backlog()
-        elif isinstance(backlog, bool) or not isinstance(backlog, int) or not 0 <= backlog <= 0x7FFFFFFF:
-            raise net.operror("listen", nw, None, None, ValueError(
-                f"backlog must be an int from 0 to 2147483647, not {backlog!r}"))
-
-        def make(sock: _socket.socket) -> net.Listener:
-            hooks.listen(sock, backlog)
-            return net.Listener(sock)
-
-        ln = net._bind(nw, laddr, _socket.SOCK_STREAM, _socket.SO_REUSEADDR, make,
-                       lambda sock, a: self._prepare(nw, sock, a))
-        if isinstance(laddr, net.UnixAddr) and not laddr.path.startswith("\0"):
-            ln._unlink = laddr.path
-        return ln
+        return net._listen_stream(nw, self._laddr(nw, address), self.backlog,
+                                  lambda sock, a: self._prepare(nw, sock, a))
 
     def listen_packet(self, network: str, address: net.AddrLike) -> net.PacketConn:
         """``net.listen_packet`` with this configuration (udp, udp4, udp6, unixgram)."""
         nw = net._check_net("listen", network, net.PACKET_NETS)
-        laddr = self._laddr(nw, address)
-        return net._bind(nw, laddr, _socket.SOCK_DGRAM, _socket.SO_BROADCAST,
-                         lambda sock: net.PacketConn(sock, stream=False),
-                         lambda sock, a: self._prepare(nw, sock, a))
+        return net._listen_packet(nw, self._laddr(nw, address),
+                                  lambda sock, a: self._prepare(nw, sock, a))

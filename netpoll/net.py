@@ -785,18 +785,25 @@ def listen(network: str, address: AddrLike, backlog: Optional[int] = None) -> Li
     net = _check_net("listen", network, STREAM_NETS)
     try:
         laddr = resolve_addr(net, address)
-        if backlog is None:
-            backlog = listener_backlog()
-        elif isinstance(backlog, bool) or not isinstance(backlog, int) or not 0 <= backlog <= 0x7FFFFFFF:
-            raise ValueError(f"backlog must be an int from 0 to 2147483647, not {backlog!r}")
     except ValueError as e:
         raise operror("listen", net, None, None, e) from None
+    return _listen_stream(net, laddr, backlog)
+
+
+def _listen_stream(net: str, laddr: Addr, backlog: Optional[int],
+                   prepare: Optional[Callable[[_socket.socket, Addr], None]] = None) -> Listener:
+    # listen's and ListenConfig.listen's common part, after the address.
+    if backlog is None:
+        backlog = listener_backlog()
+    elif isinstance(backlog, bool) or not isinstance(backlog, int) or not 0 <= backlog <= 0x7FFFFFFF:
+        raise operror("listen", net, None, None, ValueError(
+            f"backlog must be an int from 0 to 2147483647, not {backlog!r}"))
 
     def make(sock: _socket.socket) -> Listener:
         hooks.listen(sock, backlog)
         return Listener(sock)
 
-    ln = _bind(net, laddr, _socket.SOCK_STREAM, _socket.SO_REUSEADDR, make)
+    ln = _bind(net, laddr, _socket.SOCK_STREAM, _socket.SO_REUSEADDR, make, prepare)
     if isinstance(laddr, UnixAddr) and not laddr.abstract:
         ln._unlink = laddr.path
     return ln
@@ -809,8 +816,13 @@ def listen_packet(network: str, address: AddrLike) -> PacketConn:
         laddr = resolve_addr(net, address)
     except ValueError as e:
         raise operror("listen", net, None, None, e) from None
+    return _listen_packet(net, laddr)
+
+
+def _listen_packet(net: str, laddr: Addr,
+                   prepare: Optional[Callable[[_socket.socket, Addr], None]] = None) -> PacketConn:
     return _bind(net, laddr, _socket.SOCK_DGRAM, _socket.SO_BROADCAST,
-                 lambda sock: _newfd(PacketConn, sock, stream=False))
+                 lambda sock: _newfd(PacketConn, sock, stream=False), prepare)
 
 
 async def dial(network: str, address: AddrLike, timeout: Optional[float] = None,
