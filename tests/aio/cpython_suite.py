@@ -1,6 +1,6 @@
 """Run CPython's own asyncio tests (the interpreter's test.test_asyncio) on netpoll.aio.
 
-    python tests/aio/cpython_suite.py [--backend NAME] [--json FILE] [--timeout S] MODULE...
+    python tests/aio/cpython_suite.py [--backend NAME] [--timeout S] [-k TEXT] [--test ID]... MODULE...
 
 Every test case class of a module is run with its loop made by
 ``netpoll.aio.new_event_loop``: the hooks the loop-agnostic mixins take
@@ -121,15 +121,12 @@ class _Result(unittest.TestResult):
         self._t0 = time.monotonic()
         self._before = _built[0]
 
-    def _id(self, test) -> str:
-        return test.id().replace("test.test_asyncio.", "").replace(".Netpoll", ".")
-
     def startTest(self, test) -> None:
         super().startTest(test)
         self._outcome = ("pass", "")
         self._before = _built[0]
         self._t0 = time.monotonic()
-        tid = self._id(test)
+        tid = _tid(test)
 
         def hung() -> None:
             self._emit(tid, "hang", f"still running after {self.timeout:.0f} s")
@@ -179,7 +176,7 @@ class _Result(unittest.TestResult):
         self._outcome = None
         if status == "pass" and _built[0] == self._before:
             status, why = "n/a", "built no netpoll loop"
-        self._emit(self._id(test), status, why)
+        self._emit(_tid(test), status, why)
         super().stopTest(test)
 
     def _emit(self, tid: str, status: str, why: str) -> None:
@@ -190,12 +187,19 @@ class _Result(unittest.TestResult):
         self.out.flush()
 
 
+def _tid(test) -> str:
+    """A test's id as reported: ``test_events.SelectEventLoopTests.test_foo``."""
+    return test.id().replace("test.test_asyncio.", "").replace(".Netpoll", ".")
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("modules", nargs="*", default=list(MODULES))
     p.add_argument("--backend", default=None)
     p.add_argument("--timeout", type=float, default=120.0)
     p.add_argument("-k", dest="pattern", default=None, help="only tests whose id contains this")
+    p.add_argument("--test", dest="only", action="append", default=[],
+                   help="only this test (its id as reported; repeatable)")
     a = p.parse_args(argv)
     if ROOT not in sys.path and not _installed():
         sys.path.insert(0, ROOT)
@@ -207,13 +211,19 @@ def main(argv=None) -> int:
     summary = {}
     for m in a.modules:
         suite = _cases(m, backend)
-        if a.pattern:
-            suite = unittest.TestSuite(t for t in _flatten(suite) if a.pattern in t.id())
+        suite = select(suite, a.pattern, a.only)
         result = _Result(m, out, a.timeout)
         suite.run(result)
         summary[m] = result.counts
     out.write(json.dumps({"backend": backend, "summary": summary}) + "\n")
     return 0
+
+
+def select(suite: unittest.TestSuite, pattern: str | None, only: list[str]) -> unittest.TestSuite:
+    """The tests whose id contains ``pattern`` and, if ``only`` is not
+    empty, whose reported id is one of them."""
+    return unittest.TestSuite(t for t in _flatten(suite)
+                              if (pattern is None or pattern in t.id()) and (not only or _tid(t) in only))
 
 
 def _flatten(suite):

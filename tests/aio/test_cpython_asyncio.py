@@ -3,21 +3,17 @@
 The runner (cpython_suite.py) runs one module in a child process; here each
 module must pass at least its floor (what passes today, so a regression
 fails), hang nowhere, and every test that fails must be listed, with its
-reason, in docs/aio_conformance.md.
+reason, in docs/aio_conformance.md (suitecheck.py: a failure is first run
+again alone, as CPython's own runner does).
 """
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
 
 import pytest
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(os.path.dirname(HERE))
-CONFORMANCE = os.path.join(ROOT, "docs", "aio_conformance.md")
+from suitecheck import HERE, check_module, run_child
 
 # Tests that pass on netpoll.aio today, per module (the same on every backend).
 FLOORS = {
@@ -48,27 +44,21 @@ except ImportError:
     HAVE_SUITE = False
 
 
-def run_suite(module: str, backend: str) -> tuple[list[dict], dict]:
-    proc = subprocess.run(
-        [sys.executable, os.path.join(HERE, "cpython_suite.py"), "--backend", backend,
-         "--timeout", "120", module],
-        capture_output=True, text=True, timeout=850, cwd=HERE)
-    rows = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
-    hung = [r for r in rows if r.get("status") == "hang"]
-    assert not hung, f"{hung[0]['test']} hung; child stderr:\n{proc.stderr[-3000:]}"
-    assert proc.returncode == 0 and rows and "summary" in rows[-1], (
-        f"runner exited {proc.returncode}; stderr:\n{proc.stderr[-3000:]}")
-    return rows[:-1], rows[-1]["summary"][module]
+def argv(backend: str) -> list[str]:
+    return [os.path.join(HERE, "cpython_suite.py"), "--backend", backend, "--timeout", "120"]
 
 
 @pytest.mark.suite
 @pytest.mark.skipif(not HAVE_SUITE, reason="this Python has no test.test_asyncio package")
 @pytest.mark.parametrize("module", sorted(FLOORS))
 def test_cpython_asyncio_module(module, backend_name):
-    rows, counts = run_suite(module, backend_name)
-    documented = open(CONFORMANCE, encoding="utf-8").read()
-    undocumented = [r["test"] for r in rows if r["status"] == "fail" and r["test"] not in documented]
-    assert not undocumented, f"failing and not listed in docs/aio_conformance.md: {undocumented}"
-    assert counts["pass"] >= FLOORS[module], (
-        f"{module} on {backend_name}: {counts} (floor {FLOORS[module]} passes); failures: "
-        + "; ".join(f"{r['test']}: {r['why']}" for r in rows if r["status"] == "fail"))
+    check_module(argv(backend_name), module, backend_name, FLOORS[module])
+
+
+@pytest.mark.skipif(not HAVE_SUITE, reason="this Python has no test.test_asyncio package")
+def test_runner_reruns_one_test_alone(backend_name):
+    """The rerun's selection: exactly the named tests run, nothing else."""
+    tid = "test_events.SelectEventLoopTests.test_run_until_complete"
+    rows, counts = run_child(argv(backend_name), "test_events", (tid, tid + "_nope"))
+    assert [(r["test"], r["status"]) for r in rows] == [(tid, "pass")]
+    assert counts["pass"] == 1 and sum(counts.values()) == 1, counts

@@ -4,13 +4,13 @@ The sdist matching the installed uvloop is found in NETPOLL_UVLOOP_SDIST (a
 folder holding its ``tests``), or in a cache folder, or fetched once into
 that cache with ``pip download``; without it the tests skip and say why.
 Each module must pass at least its floor, hang nowhere, and every failure
-must be listed in docs/aio_conformance.md.
+(run again alone first: suitecheck.py) must be listed in
+docs/aio_conformance.md.
 """
 
 from __future__ import annotations
 
 import glob
-import json
 import os
 import subprocess
 import sys
@@ -18,9 +18,7 @@ import tarfile
 
 import pytest
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(os.path.dirname(HERE))
-CONFORMANCE = os.path.join(ROOT, "docs", "aio_conformance.md")
+from suitecheck import HERE, check_module
 CACHE = os.environ.get("NETPOLL_TEST_CACHE",
                        os.path.join(os.path.expanduser("~"), ".cache", "netpoll-tests"))
 
@@ -72,20 +70,6 @@ def uvloop_tests():
 @pytest.mark.suite
 @pytest.mark.parametrize("module", sorted(FLOORS))
 def test_uvloop_module(module, backend_name, uvloop_tests):
-    proc = subprocess.run(
-        [sys.executable, os.path.join(HERE, "uvloop_suite.py"), "--tests", uvloop_tests,
-         "--backend", backend_name, "--timeout", "120", module],
-        capture_output=True, text=True, timeout=850, cwd=HERE)
-    rows = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
-    hung = [r for r in rows if r.get("status") == "hang"]
-    assert not hung, f"{hung[0]['test']} hung; child stderr:\n{proc.stderr[-3000:]}"
-    assert proc.returncode == 0 and rows and "summary" in rows[-1], (
-        f"runner exited {proc.returncode}; stderr:\n{proc.stderr[-3000:]}")
-    counts = rows[-1]["summary"][module]
-    documented = open(CONFORMANCE, encoding="utf-8").read()
-    undocumented = [r["test"] for r in rows[:-1]
-                    if r["status"] == "fail" and r["test"] not in documented]
-    assert not undocumented, f"failing and not listed in docs/aio_conformance.md: {undocumented}"
-    assert counts["pass"] >= FLOORS[module], (
-        f"{module} on {backend_name}: {counts} (floor {FLOORS[module]} passes); failures: "
-        + "; ".join(f"{r['test']}: {r['why']}" for r in rows[:-1] if r["status"] == "fail"))
+    argv = [os.path.join(HERE, "uvloop_suite.py"), "--tests", uvloop_tests,
+            "--backend", backend_name, "--timeout", "120"]
+    check_module(argv, module, backend_name, FLOORS[module])

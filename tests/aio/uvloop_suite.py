@@ -65,6 +65,7 @@ def main(argv=None) -> int:
     p.add_argument("--backend", default=None)
     p.add_argument("--timeout", type=float, default=120.0)
     p.add_argument("-k", dest="pattern", default=None)
+    p.add_argument("--test", dest="only", action="append", default=[])
     a = p.parse_args(argv)
     if not cpython_suite._installed():
         sys.path.insert(0, cpython_suite.ROOT)
@@ -78,8 +79,7 @@ def main(argv=None) -> int:
     summary = {}
     for m in a.modules:
         suite = _cases(m, backend)
-        if a.pattern:
-            suite = unittest.TestSuite(t for t in cpython_suite._flatten(suite) if a.pattern in t.id())
+        suite = cpython_suite.select(suite, a.pattern, a.only)
         result = cpython_suite._Result(m, sys.stdout, a.timeout)
         suite.run(result)
         summary[m] = result.counts
