@@ -150,6 +150,21 @@ class Netns:
         """Run a command inside the namespace; its stdout."""
         return _cmd(["ip", "netns", "exec", self.name, *argv], input=input)
 
+    def tcp_counters(self, pattern: str = "Reset|Rst|Abort|Cookie|Overflow|ListenDrop|ReqQ") -> dict[str, int]:
+        """The namespace's nonzero TCP counters (``/proc/net/netstat`` and
+        ``/proc/net/snmp``, per namespace) whose names match ``pattern``:
+        what the kernel did (resets sent, SYN cookies, accept-queue
+        overflows) that a failing test's report should show."""
+        out: dict[str, int] = {}
+        text = self.exec("cat", "/proc/net/netstat", "/proc/net/snmp")
+        lines = text.splitlines()
+        for names, values in zip(lines[::2], lines[1::2]):
+            prefix, _, names = names.partition(":")
+            for k, v in zip(names.split(), values.partition(":")[2].split()):
+                if prefix in ("Tcp", "TcpExt") and re.search(pattern, k) and v.lstrip("-").isdigit() and int(v):
+                    out[k] = int(v)
+        return out
+
     def nft(self, script: str) -> None:
         """Apply an nft script (``nft -f -``) atomically."""
         self.exec("nft", "-f", "-", input=script)
