@@ -69,11 +69,14 @@ cdef extern from "<sys/uio.h>" nogil:
         size_t iov_len
     ssize_t writev(int fd, const iovec *iov, int iovcnt)
 
-cdef extern from "<sys/socket.h>" nogil:
-    ssize_t c_recv "recv"(int fd, void *buf, size_t count, int flags)
+cdef extern from "<poll.h>" nogil:
+    struct pollfd:
+        int fd
+        short events
+        short revents
+    int c_poll "poll"(pollfd *fds, unsigned long nfds, int timeout)
     enum:
-        MSG_PEEK
-        MSG_DONTWAIT
+        POLLIN
 
 cdef extern from "<errno.h>" nogil:
     int errno
@@ -382,8 +385,8 @@ cdef class FD:
         """Park until a read is likely to find data, EOF or an error, without
         holding a buffer: a goroutine per connection can take a buffer from a
         pool only once its peer has sent something. It returns at once after
-        a readiness it has not consumed yet, else when a MSG_PEEK look finds
-        something queued, else it parks. A read after it may still park (the
+        a readiness it has not consumed yet, else when a look (poll(2) with
+        no timeout) finds something queued, else it parks. A read after it may still park (the
         readiness can be spurious); nothing is consumed."""
         cdef _RW op = _RW.__new__(_RW)
         op.fd = self
@@ -413,22 +416,24 @@ cdef class FD:
 
     cdef bint peek_empty(self) except -1:
         # wait_readable without a known readiness: True when nothing is
-        # queued (recv MSG_PEEK says EAGAIN), so it must wait. Knowing that
-        # from an earlier short read is enough only where skip_read says so:
-        # a TCP read stops at an urgent mark, a unix stream read after a
-        # message carrying descriptors, with more data queued and no new edge
-        # to come.
-        cdef char c
-        cdef ssize_t n
+        # readable now, so it must wait. Knowing that from an earlier short
+        # read is enough only where skip_read says so: a TCP read stops at
+        # an urgent mark, a unix stream read after a message carrying
+        # descriptors, with more data queued and no new edge to come.
+        # A zero-timeout poll(2) looks without consuming anything: a
+        # MSG_PEEK recv would take the socket's pending error (a reset) and
+        # leave the read after it an EOF.
+        cdef pollfd p
+        cdef int n
+        p.fd = self._sysfd
+        p.events = POLLIN
         while True:
-            n = c_recv(self._sysfd, &c, 1, MSG_PEEK | MSG_DONTWAIT)
+            p.revents = 0
+            n = c_poll(&p, 1, 0)
             if n >= 0:
-                return False
-            if errno == EAGAIN:
-                return True
+                return n == 0  # POLLIN, or POLLERR/POLLHUP for an error or EOF
             if errno != EINTR:
-                # ENOTSOCK (a pipe) or the socket's error: the read says.
-                return False
+                return False  # the read says
 
     cdef bint read_once(self, _RW op) except -1:
         # True: done (op.n set); False: EAGAIN.

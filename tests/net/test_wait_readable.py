@@ -66,6 +66,31 @@ def test_peer_close_wakes_it_and_read_gives_eof(backend_name):
     run(backend_name, main)
 
 
+@pytest.mark.parametrize("parked", [False, True], ids=["reset-first", "parked-then-reset"])
+def test_a_reset_reaches_the_read_after_it(backend_name, parked):
+    """The peer resets (linger 0) with data unread: wait_readable returns,
+    and the read after it raises ConnectionResetError; the wait consumes
+    nothing, neither data nor the socket's pending error (a reset read as
+    EOF would pass for a clean end of a truncated stream)."""
+    async def main():
+        async with conn_pair() as (ln, c, s):
+            await c.write(b"unread by s")
+            await s.write(b"x")
+            assert await c.read(bytearray(8)) == 1
+            await netpoll.sleep(0.01)
+            g = netpoll.go(c.wait_readable()) if parked else None
+            await netpoll.sleep(0.01 if parked else 0)
+            s.set_linger(0)
+            s.close()
+            await netpoll.sleep(0.02)
+            await (g if parked else c.wait_readable())
+            await c.wait_readable()  # again: still nothing consumed
+            with pytest.raises(ConnectionResetError):
+                await c.read(bytearray(8))
+
+    run(backend_name, main)
+
+
 def test_close_and_deadline_end_the_wait(backend_name):
     async def main():
         async with conn_pair() as (ln, c, s):
