@@ -1,0 +1,209 @@
+"""netpoll.tls on a faulty path: the ciphertext goes through the FD layer,
+so loss, resets and black holes reach a TLS conn as they reach a plain one.
+
+- Loss: 40 TLS connections through 5 % random loss each way, each under a
+  deadline of its own, handshake and four echoed messages of up to 256 KiB.
+  Expected: every connection finishes or times out at its deadline (within
+  SLACK); the bytes that come back are the bytes sent; no other error, and
+  no TLS error at all (TCP repairs loss below the record layer, so a record
+  that fails authentication would be netpoll's fault); descriptors before
+  == after.
+- A RST in the middle of a TLS stream fails the reader's read with
+  ConnectionResetError (the FD layer's OpError, not a TLS record error and
+  not an EOF).
+- A handshake into a black hole ends with a timeout at its deadline.
+"""
+
+from __future__ import annotations
+
+import random
+import ssl
+
+import pytest
+
+import netpoll
+from netpoll import net, tls
+
+from support import open_fds
+from nfutil import SLACK, addr, close_all, listen, pair, run
+
+trustme = pytest.importorskip("trustme", reason="the TLS tests make their certificates with trustme")
+
+CA = trustme.CA()
+CERT = CA.issue_cert("localhost", "198.18.0.1")
+CONNS = 40
+SECONDS = 8.0
+MAX_MSG = 256 << 10
+
+
+def server_ctx() -> ssl.SSLContext:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    CERT.configure_cert(ctx)
+    return ctx
+
+
+def client_ctx() -> ssl.SSLContext:
+    ctx = ssl.create_default_context()
+    CA.configure_trust(ctx)
+    return ctx
+
+
+async def read_exact(conn, n: int) -> bytes:
+    out = bytearray()
+    buf = bytearray(65536)
+    while len(out) < n:
+        m = await conn.read(memoryview(buf)[: min(len(buf), n - len(out))])
+        if m == 0:
+            raise EOFError(f"EOF after {len(out)} of {n} bytes")
+        out += buf[:m]
+    return bytes(out)
+
+
+def test_tls_through_loss(backend_name, path):
+    path.set_loss(5)
+    stats = {"finished": 0, "timed_out": 0, "late": [], "unexpected": [], "running": 0}
+
+    async def echo(conn, deadline):
+        tc = tls.server(conn, server_ctx())
+        try:
+            tc.set_deadline(deadline + 2.0)
+            buf = bytearray(65536)
+            while True:
+                n = await tc.read(buf)
+                if n == 0:
+                    return
+                await tc.write(memoryview(buf)[:n])
+        except (TimeoutError, ConnectionResetError, BrokenPipeError):
+            pass  # its client gave up (deadline) and closed or reset
+        except Exception as e:
+            stats["unexpected"].append(f"server: {e!r}")
+        finally:
+            tc.close()
+            stats["running"] -= 1
+
+    async def serve(ln, deadline):
+        while True:
+            try:
+                conn = await ln.accept()
+            except netpoll.ClosedError:
+                return
+            stats["running"] += 1
+            netpoll.go(echo(conn, deadline))
+
+    async def client(i, address, deadline):
+        rng = random.Random(i)
+        tc = None
+        try:
+            conn = await net.dial("tcp", address, timeout=deadline - netpoll.now())
+            tc = tls.client(conn, client_ctx(), server_name="localhost")
+            tc.set_deadline(deadline)
+            await tc.handshake()
+            for _ in range(4):
+                msg = rng.randbytes(rng.randrange(1, MAX_MSG))
+                writer = netpoll.go(tc.write(msg))
+                got = await read_exact(tc, len(msg))
+                await writer
+                if got != msg:
+                    stats["unexpected"].append(f"client {i}: {len(msg)} bytes came back altered")
+                    return
+            stats["finished"] += 1
+        except TimeoutError:
+            late = netpoll.now() - deadline
+            if late < -0.01:
+                stats["unexpected"].append(f"client {i}: timeout {-late:.3f} s before its deadline")
+            else:
+                stats["timed_out"] += 1
+                stats["late"].append(late)
+        except Exception as e:
+            stats["unexpected"].append(f"client {i}: {e!r}")
+        finally:
+            if tc is not None:
+                tc.close()
+            stats["running"] -= 1
+
+    async def main():
+        ln = listen(path, backlog=4 * CONNS)
+        deadline = netpoll.now() + SECONDS
+        acceptor = netpoll.go(serve(ln, deadline))
+        for i in range(CONNS):
+            stats["running"] += 1
+            netpoll.go(client(i, addr(path, ln), deadline))
+        while stats["running"] and netpoll.now() < deadline + 2.0 + SLACK + 5.0:
+            await netpoll.sleep(0.05)
+        ln.close()
+        await acceptor
+
+    before = open_fds()
+    run(path, backend_name, main)
+    after = open_fds()
+    report = {k: v for k, v in stats.items() if k != "late"}
+    assert stats["running"] == 0, report
+    assert stats["unexpected"] == [], report
+    assert stats["finished"] + stats["timed_out"] == CONNS, report
+    assert stats["finished"] > 0, report
+    assert max(stats["late"], default=0.0) < SLACK, report
+    assert after == before
+
+
+def test_rst_mid_tls_stream_fails_the_read(backend_name, path):
+    """The server streams TLS records; after 256 KiB the client's ACKs draw
+    a RST from the path: the client's read fails with a reset."""
+    pattern = bytes(range(256)) * 64  # 16 KiB
+
+    async def main():
+        ln, c, s = await pair(path)
+        tc = tls.client(c, client_ctx(), server_name="localhost")
+        ts = tls.server(s, server_ctx())
+        sending = [True]
+
+        async def stream():
+            ts.set_write_deadline(netpoll.now() + 10.0)
+            try:
+                while sending[0]:
+                    await ts.write(pattern)
+            except OSError:
+                pass
+
+        try:
+            tc.set_deadline(netpoll.now() + 10.0)
+            g = netpoll.go(stream())
+            await tc.handshake()
+            buf = bytearray(65536)
+            got, rule = 0, None
+            with pytest.raises(ConnectionResetError) as err:
+                while True:
+                    n = await tc.read(buf)
+                    assert n > 0, f"EOF after {got} bytes instead of a reset"
+                    assert bytes(buf[:n]) == (pattern * 2)[got % len(pattern):][:n], f"corrupt at byte {got}"
+                    got += n
+                    if rule is None and got >= 256 << 10:
+                        port = c.local_addr.port
+                        rule = path.add_rule("server", "input", f'iifname "{path.link.server_dev}" '
+                                             f"ip saddr {path.link.client_ip} tcp sport {port} reject with tcp reset")
+            assert isinstance(err.value, net.OpError) and not isinstance(err.value, tls.TLSError), repr(err.value)
+            assert rule is not None and path.hits(rule) > 0
+            sending[0] = False
+            ts.close()
+            await g
+        finally:
+            close_all(tc, ts, ln)
+
+    run(path, backend_name, main)
+
+
+def test_tls_handshake_into_a_black_hole_times_out(backend_name, path):
+    async def main():
+        ln, c, s = await pair(path)
+        try:
+            path.black_hole()
+            tc = tls.client(c, client_ctx(), server_name="localhost")
+            t0 = netpoll.now()
+            tc.set_deadline(t0 + 0.5)
+            with pytest.raises(TimeoutError):
+                await tc.handshake()
+            assert netpoll.now() - t0 < 0.5 + SLACK
+            tc.close()
+        finally:
+            close_all(c, s, ln)
+
+    run(path, backend_name, main)
