@@ -59,6 +59,9 @@ from netpoll import hooks as _hooks
 from netpoll._netpoll import pollclose as _pollclose
 from netpoll.errors import ClosedError, NetpollError
 
+cdef extern from "Python.h":
+    Py_ssize_t PyNumber_AsSsize_t(object o, PyObject *exc) except? -1
+
 cdef extern from "<unistd.h>" nogil:
     ssize_t c_read "read"(int fd, void *buf, size_t count)
     ssize_t c_write "write"(int fd, const void *buf, size_t count)
@@ -181,6 +184,19 @@ cdef object _buffer_error(object buf, str op):
 
 
 cdef class _RW
+
+
+cdef Py_ssize_t _nbytes(_RW op, object nbytes) except -1:
+    # write's nbytes, checked against the buffer op holds (an error drops op
+    # unstarted: its dealloc releases the buffer).
+    if isinstance(nbytes, bool) or not isinstance(nbytes, int):
+        raise TypeError(f"write() nbytes must be an int or None, not {type(nbytes).__name__}")
+    cdef Py_ssize_t n = PyNumber_AsSsize_t(nbytes, NULL)  # clamped, never OverflowError
+    if n < 0:
+        raise ValueError(f"write() nbytes must not be negative, got {nbytes}")
+    if n > op.view.len:
+        raise ValueError(f"write() nbytes {nbytes} is larger than the buffer ({op.view.len} bytes)")
+    return n
 
 
 cdef class FD:
@@ -374,6 +390,7 @@ cdef class FD:
         except BufferError:
             raise _buffer_error(buf, "read") from None
         op.hasview = True
+        op.nbytes = op.view.len
         op.fd = self
         op.kind = OP_READ
         return op
@@ -390,13 +407,17 @@ cdef class FD:
         op.kind = OP_WAITREAD
         return op
 
-    def write(self, data):
-        """Write all of ``data``, looping over partial writes; returns len(data)."""
+    def write(self, data, nbytes=None):
+        """Write all of ``data``, or its first ``nbytes`` bytes, looping over
+        partial writes; returns the count written. ``write(buf, n)`` sends
+        what ``read(buf)`` returned without the slice ``buf[:n]`` (a new
+        memoryview per call)."""
         if isinstance(data, str):
             raise TypeError("write() needs bytes-like data, not str (encode it first)")
         cdef _RW op = _RW.__new__(_RW)
         PyObject_GetBuffer(data, &op.view, PyBUF_SIMPLE)
         op.hasview = True
+        op.nbytes = op.view.len if nbytes is None else _nbytes(op, nbytes)
         op.fd = self
         op.kind = OP_WRITE
         return op
@@ -433,7 +454,7 @@ cdef class FD:
     cdef bint read_once(self, _RW op) except -1:
         # True: done (op.n set); False: EAGAIN.
         cdef ssize_t n
-        cdef size_t want = op.view.len
+        cdef size_t want = op.nbytes
         cdef int err
         if self._stream and want > MAX_RW:
             want = MAX_RW
@@ -455,13 +476,13 @@ cdef class FD:
         cdef size_t want
         cdef int err
         while True:
-            want = op.view.len - op.n
+            want = op.nbytes - op.n
             if self._stream and want > MAX_RW:
                 want = MAX_RW
             n = c_write(self._sysfd, <char *>op.view.buf + op.n, want)
             if n > 0:
                 op.n += n
-            if op.n == op.view.len:
+            if op.n == op.nbytes:
                 return True
             if n < 0:
                 err = errno
@@ -719,6 +740,7 @@ cdef class _RW:
     cdef bint hasview, locked, awaited
     cdef int kind, state
     cdef Py_ssize_t n
+    cdef Py_ssize_t nbytes  # the bytes of view to read into or write (nbytes)
     cdef _LockWait lw
     cdef _Wait pw
 
@@ -834,7 +856,7 @@ cdef class _RW:
                 # rdrained is consumed before _begin, which may drop a
                 # readiness and then fail.
                 ready = pollpending(fd.pd, MODE_R)
-                if self.kind == OP_READ and self.view.len == 0:
+                if self.kind == OP_READ and self.nbytes == 0:
                     fd.rdrained = False
                     _begin(fd.pd, MODE_R)
                     return 0

@@ -74,7 +74,7 @@ def serve_netpoll(host: str, port: int, backend: str | None, bufsize: int = BUFS
                     n = await read(buf)
                     if not n:
                         break
-                    await write(buf[:n])
+                    await write(buf, n)
                 finally:
                     put(buf)
         except OSError:
@@ -108,11 +108,10 @@ def serve_netpoll_echo(host: str, port: int, backend: str | None, bufsize: int =
 
     async def handle(conn):
         buf = bytearray(bufsize)
-        mv = memoryview(buf)
         try:
             with conn:
                 while n := await conn.read(buf):
-                    await conn.write(mv[:n])
+                    await conn.write(buf, n)
         except OSError:
             pass
 

@@ -210,3 +210,73 @@ def test_run_ending_closes_goroutines_parked_on_the_lock_and_on_the_poller(backe
     assert not any(exported(b) for b in bufs)
     for x in fds:
         x.close()
+
+
+def test_write_nbytes_sends_a_prefix_of_the_buffer(backend_name):
+    async def main():
+        ln, c, s = await stream_pair()
+        with ln, c, s:
+            buf = bytearray(b"abcdefgh")
+            assert await s.write(buf, 3) == 3
+            assert await s.write(buf, nbytes=len(buf)) == 8
+            assert await s.write(memoryview(buf)[2:], 2) == 2
+            assert await s.write(b"zz", None) == 2
+            assert await s.write(buf, 0) == 0
+            assert not exported(buf)
+            got = bytearray(32)
+            n = 0
+            while n < 15:
+                n += await c.read(memoryview(got)[n:])
+            assert bytes(got[:n]) == b"abc" + b"abcdefgh" + b"cd" + b"zz"
+
+    run(backend_name, main)
+
+
+def test_write_nbytes_larger_than_a_socket_buffer_loops(backend_name):
+    # The partial-write loop stops at nbytes, not at the buffer's end.
+    async def main():
+        ln, c, s = await stream_pair()
+        with ln, c, s:
+            data = bytes(range(256)) * 4096  # 1 MiB
+            want = len(data) - 12345
+
+            async def reader():
+                got = bytearray()
+                buf = bytearray(65536)
+                while n := await c.read(buf):
+                    got += buf[:n]
+                return bytes(got)
+
+            g = netpoll.go(reader())
+            assert await s.write(data, want) == want
+            s.close_write()
+            assert await g == data[:want]
+
+    run(backend_name, main)
+
+
+@pytest.mark.parametrize("nbytes, error, words", [
+    (-1, ValueError, "nbytes must not be negative, got -1"),
+    (-(1 << 70), ValueError, "nbytes must not be negative"),
+    (9, ValueError, r"nbytes 9 is larger than the buffer \(8 bytes\)"),
+    (1 << 70, ValueError, "is larger than the buffer"),
+    (2.0, TypeError, "nbytes must be an int or None, not float"),
+    ("2", TypeError, "nbytes must be an int or None, not str"),
+    (True, TypeError, "nbytes must be an int or None, not bool"),
+])
+def test_bad_write_nbytes_fails_at_the_call_and_holds_nothing(backend_name, nbytes, error, words):
+    async def main():
+        ln, c, s = await stream_pair()
+        with ln, c, s:
+            buf = bytearray(8)
+            with pytest.raises(error, match=words) as e:
+                s.write(buf, nbytes)
+            assert "write()" in str(e.value)
+            del e
+            assert not exported(buf)
+            # Nothing was sent and the write side is free.
+            assert await s.write(b"ok") == 2
+            got = bytearray(8)
+            assert await c.read(got) == 2 and bytes(got[:2]) == b"ok"
+
+    run(backend_name, main)
