@@ -186,6 +186,32 @@ cdef object _buffer_error(object buf, str op):
 cdef class _RW
 
 
+cdef inline _RW _rwop(FD fd, bint read):
+    # A fresh _RW for a read-side (read) or write-side call: the side's last
+    # finished one when the FD's slot holds the only reference to it, else
+    # a new one. Reuse is safe because an _RW is reached only through
+    # references: a goroutine resumes the coroutine that awaits it (the
+    # scheduler holds the yielded Park, pw or lw, never the _RW), and that
+    # coroutine's frame holds the _RW until the await returns; a caller
+    # that keeps it (to await it again, or not at all) holds one too. With
+    # the slot's the only one left, no frame, wakeup or caller can send to,
+    # throw into or close the old call, so nothing stale can reach the new
+    # one. A finished _RW holds nothing (finish: no buffer, lock, fd or
+    # Park), so the FD -> slot -> _RW chain never makes a cycle, and the
+    # slot is taken out while the call runs (a dropped call deallocates).
+    cdef _RW op = fd.rop if read else fd.wop
+    if op is None or (<PyObject *>op).ob_refcnt != 2:  # the slot's and op's
+        return _RW.__new__(_RW)
+    if read:
+        fd.rop = None
+    else:
+        fd.wop = None
+    op.state = S_NEW
+    op.awaited = False
+    op.n = 0
+    return op
+
+
 cdef Py_ssize_t _nbytes(_RW op, object nbytes) except -1:
     # write's nbytes, checked against the buffer op holds (an error drops op
     # unstarted: its dealloc releases the buffer).
@@ -224,6 +250,9 @@ cdef class FD:
     cdef bint fdclosed, rlock, wlock
     cdef Py_ssize_t refs
     cdef list rwait, wwait
+    # The last finished _RW of each side (read and wait_readable share rop),
+    # kept for the next call to reuse (_rwop).
+    cdef _RW rop, wop
 
     def __init__(self, sock, bint stream=True):
         self._sock = sock
@@ -384,7 +413,7 @@ cdef class FD:
 
     def read(self, buf):
         """Read into a writable buffer; 0 means EOF on a stream."""
-        cdef _RW op = _RW.__new__(_RW)
+        cdef _RW op = _rwop(self, True)
         try:
             PyObject_GetBuffer(buf, &op.view, PyBUF_WRITABLE)
         except BufferError:
@@ -402,7 +431,7 @@ cdef class FD:
         a readiness it has not consumed yet, else when a MSG_PEEK look finds
         something queued, else it parks. A read after it may still park (the
         readiness can be spurious); nothing is consumed."""
-        cdef _RW op = _RW.__new__(_RW)
+        cdef _RW op = _rwop(self, True)
         op.fd = self
         op.kind = OP_WAITREAD
         return op
@@ -414,7 +443,7 @@ cdef class FD:
         memoryview per call)."""
         if isinstance(data, str):
             raise TypeError("write() needs bytes-like data, not str (encode it first)")
-        cdef _RW op = _RW.__new__(_RW)
+        cdef _RW op = _rwop(self, False)
         PyObject_GetBuffer(data, &op.view, PyBUF_SIMPLE)
         op.hasview = True
         op.nbytes = op.view.len if nbytes is None else _nbytes(op, nbytes)
@@ -776,14 +805,14 @@ cdef class _RW:
             self.lw.close()
             self.lw = None
         self.drop_wait()
-        self.finish()
+        self.finish(True)
 
     def __dealloc__(self):
         # Only a started call dropped without close() (a coroutine's own
         # finalizer closes what it awaits) gets here holding the lock.
         if self.state == S_IO:
             self.drop_wait()
-        self.finish()
+        self.finish(False)
 
     cdef void drop_wait(self):
         # Leave pollWait. After close the _Wait may serve another fd: leave
@@ -793,17 +822,31 @@ cdef class _RW:
                 self.pw._abandon()
             self.pw = None
 
-    cdef int finish(self) except -1:
+    cdef int finish(self, bint keep) except -1:
         # Idempotent; an error here is an fdMutex invariant broken, so it
-        # propagates.
+        # propagates. Everything is let go; with keep (not from dealloc) the
+        # FD's slot for this side takes the finished _RW for reuse (_rwop).
+        # pw and lw are settled by now: every path that parked on them left
+        # through step (done or raised) or drop_wait / lw.close.
         cdef bint locked = self.locked
+        cdef FD fd = self.fd
         self.state = S_DONE
         self.locked = False
+        self.pw = None
+        self.lw = None
+        self.fd = None
         if self.hasview:
             self.hasview = False
             PyBuffer_Release(&self.view)
+        if fd is None:
+            return 0
         if locked:
-            self.fd.rwunlock(self.kind != OP_WRITE)
+            fd.rwunlock(self.kind != OP_WRITE)
+        if keep and not fd.fdclosed:
+            if self.kind == OP_WRITE:
+                fd.wop = self
+            else:
+                fd.rop = self
         return 0
 
     cdef bint wait(self, _Wait w) except -1:
@@ -896,12 +939,13 @@ cdef int _rw_send(PyObject *o, PyObject *arg, PyObject **res) except -1:
     cdef object v
     if op.state == S_DONE:
         raise RuntimeError("cannot reuse an already awaited read/write")
+    cdef FD fd = op.fd
     try:
         r = op.step()
     except BaseException as e:
-        op.finish()
+        op.finish(True)
         if isinstance(e, OSError):
-            raise op.fd._wrap_error("write" if op.kind == OP_WRITE else "read", e)
+            raise fd._wrap_error("write" if op.kind == OP_WRITE else "read", e)
         raise
     if r == 1:
         if op.state == S_YIELD:
@@ -911,7 +955,7 @@ cdef int _rw_send(PyObject *o, PyObject *arg, PyObject **res) except -1:
         else:
             v = op.pw
     else:
-        op.finish()
+        op.finish(True)
         v = None if op.kind == OP_WAITREAD else PyLong_FromSsize_t(op.n)
     Py_INCREF(v)
     res[0] = <PyObject *>v

@@ -5,7 +5,9 @@ must behave like coroutines for every driver (await, next/send, tracing)."""
 
 from __future__ import annotations
 
+import gc
 import sys
+import weakref
 
 import pytest
 
@@ -280,3 +282,88 @@ def test_bad_write_nbytes_fails_at_the_call_and_holds_nothing(backend_name, nbyt
             assert await c.read(got) == 2 and bytes(got[:2]) == b"ok"
 
     run(backend_name, main)
+
+
+def test_a_finished_call_is_reused_only_once_nothing_else_holds_it(backend_name):
+    # The FD keeps its last finished call per side for the next one. A call
+    # someone still holds is never handed out again: awaiting it again
+    # still fails, and the new call is a new object.
+    async def main():
+        ln, c, s = await stream_pair()
+        with ln, c, s:
+            op1 = s.write(b"a")
+            assert await op1 == 1
+            assert op1 in gc.get_referents(s)  # kept by the FD (alive: its id is its own)
+            op2 = s.write(b"b")
+            assert op2 is not op1
+            with pytest.raises(RuntimeError, match="already awaited"):
+                await op1
+            assert await op2 == 1
+            del op1
+            kept = id(op2)
+            del op2  # the FD's reference is now the only one
+            op3 = s.write(b"c")
+            assert id(op3) == kept  # the same object, handed out again
+            assert op3 not in gc.get_referents(s)  # taken out while it runs
+            assert await op3 == 1
+            del op3
+            # read and wait_readable share the read side's.
+            w = c.wait_readable()
+            await w
+            kept = id(w)
+            del w
+            buf = bytearray(8)
+            r = c.read(buf)
+            assert id(r) == kept
+            got = await r
+            while got < 3:
+                got += await c.read(memoryview(buf)[got:])
+            assert bytes(buf[:3]) == b"abc"
+
+    run(backend_name, main)
+
+
+def test_a_reused_call_starts_clean_after_an_error(backend_name):
+    # A call that failed (deadline) is kept like one that succeeded; the
+    # next call through it parks, is woken and returns its own result.
+    async def main():
+        ln, c, s = await stream_pair()
+        with ln, c, s:
+            buf = bytearray(8)
+            c.set_read_deadline(netpoll.now() + 0.02)
+            with pytest.raises(netpoll.DeadlineExceededError):
+                await c.read(buf)
+            c.set_read_deadline(None)
+            assert not exported(buf)
+            other = bytearray(8)
+            g = netpoll.go(c.read(other))
+            await netpoll.sleep(0.02)
+            await s.write(b"xy")
+            assert await g == 2
+            assert bytes(other[:2]) == b"xy"
+            assert not exported(buf) and not exported(other)
+
+    run(backend_name, main)
+
+
+def test_a_conn_is_freed_without_the_cycle_collector(backend_name):
+    # The kept call holds neither the FD nor a buffer: a closed conn dropped
+    # by its last reference is freed at once, not by the cycle collector.
+    async def main():
+        ln, c, s = await stream_pair()
+        with ln:
+            buf = bytearray(8)
+            await s.write(b"hi", 1)
+            assert await c.read(buf) == 1
+            c.close()
+            s.close()
+            refs = weakref.ref(c), weakref.ref(s)
+            del c, s
+            assert [r() for r in refs] == [None, None]
+            assert not exported(buf)
+
+    gc.disable()
+    try:
+        run(backend_name, main)
+    finally:
+        gc.enable()
