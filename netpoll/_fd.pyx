@@ -114,7 +114,7 @@ cdef int _begin(PollDesc pd, int mode) except -1:
 cdef int _budget = IO_BUDGET
 
 
-cdef inline bint _spend():
+cdef inline bint _spend() noexcept:
     # True: the budget is spent and the caller must yield first.
     global _budget
     _budget -= 1
@@ -124,7 +124,7 @@ cdef inline bint _spend():
     return True
 
 
-cdef inline void _refill():
+cdef inline void _refill() noexcept:
     global _budget
     _budget = IO_BUDGET
 
@@ -278,10 +278,10 @@ cdef class FD:
 
     # -- fdMutex -----------------------------------------------------------
 
-    cdef inline bint lock_free(self, bint read):
+    cdef inline bint lock_free(self, bint read) noexcept:
         return not (self.rlock if read else self.wlock)
 
-    cdef inline void take(self, bint read):
+    cdef inline void take(self, bint read) noexcept:
         if read:
             self.rlock = True
         else:
