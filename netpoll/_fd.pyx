@@ -858,78 +858,105 @@ cdef class _RW:
             return True
         return False
 
-    cdef int step(self) except -1:
-        # 1: parked on the run queue (S_YIELD), lw or pw; 0: finished, the
-        # result in n.
-        cdef FD fd = self.fd
-        cdef bint read = self.kind != OP_WRITE
-        cdef bint ready, skip
-        if fd.fdclosed:
-            # Entered or resumed after close: fail before the poll
-            # descriptor (perhaps another fd's by now) or a syscall.
-            self.pw = None
-            self.lw = None
-            raise _closing()
-        if self.state == S_NEW:
-            if _spend():
-                self.state = S_YIELD
-                return 1
-        if self.state == S_NEW or self.state == S_YIELD:
-            if fd.lock_free(read):
-                fd.take(read)
-            else:
-                self.lw = _LockWait.__new__(_LockWait)
-                self.lw.fd = fd
-                self.lw.read = read
-                self.state = S_LOCK
-        if self.state == S_LOCK:
-            if self.lw.step():
-                return 1
-            self.lw = None
-        if self.state != S_IO:
-            # Just took the lock.
-            self.locked = True
-            self.state = S_IO
-            if self.kind == OP_WRITE:
-                _begin(fd.pd, MODE_W)
-            else:
-                # A readiness since the last read began says "try"; without
-                # one, only an empty queue (a short read where the poller
-                # allows the skip, else a peek) may wait.
-                # rdrained is consumed before _begin, which may drop a
-                # readiness and then fail.
-                ready = pollpending(fd.pd, MODE_R)
-                if self.kind == OP_READ and self.nbytes == 0:
-                    fd.rdrained = False
-                    _begin(fd.pd, MODE_R)
-                    return 0
-                skip = fd.skip_read(ready)
+
+cdef int _rw_step(_RW self) except -1:
+    # 1: parked on the run queue (S_YIELD), lw or pw; 0: finished, the
+    # result in n.
+    cdef FD fd = self.fd
+    cdef bint read = self.kind != OP_WRITE
+    cdef bint ready, skip
+    if fd.fdclosed:
+        # Entered or resumed after close: fail before the poll
+        # descriptor (perhaps another fd's by now) or a syscall.
+        self.pw = None
+        self.lw = None
+        raise _closing()
+    if self.state == S_NEW:
+        if _spend():
+            self.state = S_YIELD
+            return 1
+    if self.state == S_NEW or self.state == S_YIELD:
+        if fd.lock_free(read):
+            fd.take(read)
+        else:
+            self.lw = _LockWait.__new__(_LockWait)
+            self.lw.fd = fd
+            self.lw.read = read
+            self.state = S_LOCK
+    if self.state == S_LOCK:
+        if self.lw.step():
+            return 1
+        self.lw = None
+    if self.state != S_IO:
+        # Just took the lock.
+        self.locked = True
+        self.state = S_IO
+        if self.kind == OP_WRITE:
+            _begin(fd.pd, MODE_W)
+        else:
+            # A readiness since the last read began says "try"; without
+            # one, only an empty queue (a short read where the poller
+            # allows the skip, else a peek) may wait.
+            # rdrained is consumed before _begin, which may drop a
+            # readiness and then fail.
+            ready = pollpending(fd.pd, MODE_R)
+            if self.kind == OP_READ and self.nbytes == 0:
+                fd.rdrained = False
                 _begin(fd.pd, MODE_R)
-                if self.kind == OP_WAITREAD:
-                    if (not ready and (skip or fd.peek_empty())
-                            and self.wait(fd.pd.rwait)):
-                        return 1
-                    return 0
-                if skip and self.wait(fd.pd.rwait):
-                    return 1
-        elif self.pw is not None:
-            # Resumed from pollWait.
-            if self.pw.step():
-                return 1
-            self.pw = None
-            if self.kind == OP_WAITREAD:
                 return 0
-        while True:
-            if self.kind == OP_WRITE:
-                if fd.write_once(self):
-                    return 0
-                if self.wait(fd.pd.wwait):
+            skip = fd.skip_read(ready)
+            _begin(fd.pd, MODE_R)
+            if self.kind == OP_WAITREAD:
+                if (not ready and (skip or fd.peek_empty())
+                        and self.wait(fd.pd.rwait)):
                     return 1
-            else:
-                if fd.read_once(self):
-                    return 0
-                if self.wait(fd.pd.rwait):
-                    return 1
+                return 0
+            if skip and self.wait(fd.pd.rwait):
+                return 1
+    elif self.pw is not None:
+        # Resumed from pollWait.
+        if self.pw.step():
+            return 1
+        self.pw = None
+        if self.kind == OP_WAITREAD:
+            return 0
+    while True:
+        if self.kind == OP_WRITE:
+            if fd.write_once(self):
+                return 0
+            if self.wait(fd.pd.wwait):
+                return 1
+        else:
+            if fd.read_once(self):
+                return 0
+            if self.wait(fd.pd.rwait):
+                return 1
+
+
+# _rw_step through a pointer without its exception check: the call on the
+# hot path then sets up no handler (a try block saves and restores the
+# thread's exception state on every entry); -1 says an exception is pending,
+# and _rw_fail, off that path, takes it over.
+ctypedef int (*_rwstepfn)(_RW) noexcept
+cdef _rwstepfn _rw_step_raw = <_rwstepfn>_rw_step
+
+
+cdef int _reraise() except -1:
+    # Hands the pending exception to the caller's except clause.
+    return -1
+
+
+cdef int _rw_fail(_RW op, FD fd) except -1:
+    # _rw_step raised: release what the call holds, then raise its error
+    # (an OSError in the FD's own terms).
+    try:
+        _reraise()
+    except BaseException as e:
+        op.finish(True)
+        if isinstance(e, OSError):
+            raise fd._wrap_error("write" if op.kind == OP_WRITE else "read", e)
+        raise
+    return -1
 
 
 cdef int _rw_send(PyObject *o, PyObject *arg, PyObject **res) except -1:
@@ -939,14 +966,9 @@ cdef int _rw_send(PyObject *o, PyObject *arg, PyObject **res) except -1:
     cdef object v
     if op.state == S_DONE:
         raise RuntimeError("cannot reuse an already awaited read/write")
-    cdef FD fd = op.fd
-    try:
-        r = op.step()
-    except BaseException as e:
-        op.finish(True)
-        if isinstance(e, OSError):
-            raise fd._wrap_error("write" if op.kind == OP_WRITE else "read", e)
-        raise
+    r = _rw_step_raw(op)
+    if r < 0:
+        return _rw_fail(op, op.fd)
     if r == 1:
         if op.state == S_YIELD:
             v = _yield_park
