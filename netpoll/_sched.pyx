@@ -45,7 +45,17 @@ cdef extern from "Python.h":
     enum:
         PYGEN_RETURN
         PYGEN_NEXT
-    int PyIter_Send(object iter, object arg, PyObject **presult) except -1
+        PYGEN_ERROR
+    # Declared without an exception check: execute tests for PYGEN_ERROR
+    # itself, so resuming a goroutine sets up no handler (a try block saves
+    # and restores the thread's exception state on every entry); gofail,
+    # off that path, takes the pending exception over.
+    int PyIter_Send(object iter, object arg, PyObject **presult)
+
+
+cdef int _reraise() except -1:
+    # Hands the pending exception to the caller's except clause.
+    return -1
 
 
 cdef object _tls = _threading.local()
@@ -429,6 +439,7 @@ cdef enum:
     RUNQ_INIT = 64
 
 
+
 cdef class Sched:
     def __cinit__(self, Backend backend):
         self.backend = backend
@@ -513,13 +524,9 @@ cdef class Sched:
         else:
             v = g.sendval
             g.sendval = None
-            try:
-                r = PyIter_Send(g.coro, v, &res)
-            except (KeyboardInterrupt, SystemExit):
-                raise
-            except BaseException as e:
-                self.goexit(g, None, e)
-                return 0
+            r = PyIter_Send(g.coro, v, &res)
+            if r == PYGEN_ERROR:
+                return self.gofail(g)
             v = <object>res
             Py_XDECREF(res)
             if r == PYGEN_RETURN:
@@ -543,6 +550,17 @@ cdef class Sched:
             g.throwval = TypeError(
                 f"goroutine awaited {v!r}: only netpoll awaitables can be awaited here")
             self.runqput(g)
+        return 0
+
+    cdef int gofail(self, G g) except -1:
+        # The goroutine raised (its exception is pending): it ends with it;
+        # KeyboardInterrupt and SystemExit end run() instead.
+        try:
+            _reraise()
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as e:
+            self.goexit(g, None, e)
         return 0
 
     cdef goexit(self, G g, object result, object exc):
