@@ -439,6 +439,21 @@ cdef enum:
     RUNQ_INIT = 64
 
 
+cdef extern from "Python.h":
+    PyObject *_list_get "PyList_GET_ITEM"(list l, Py_ssize_t i)
+    void _list_set "PyList_SET_ITEM"(list l, Py_ssize_t i, PyObject *v)
+
+
+cdef inline object _slotswap(list l, Py_ssize_t i, object v):
+    # l[i] = v, returning the old item, for 0 <= i < len(l) (the run
+    # queue's ring indices): no bounds check, no index object.
+    cdef PyObject *old = _list_get(l, i)
+    Py_INCREF(v)
+    _list_set(l, i, <PyObject *>v)
+    r = <object>old   # a new reference; the list's own is dropped below
+    Py_XDECREF(old)
+    return r
+
 
 cdef class Sched:
     def __cinit__(self, Backend backend):
@@ -458,7 +473,7 @@ cdef class Sched:
             self.runq = self.runq[self.rhead:] + self.runq[:self.rhead] + [None] * cap
             self.rhead = 0
             cap *= 2
-        self.runq[(self.rhead + self.rlen) & (cap - 1)] = g
+        _slotswap(self.runq, (self.rhead + self.rlen) & (cap - 1), g)
         self.rlen += 1
         if self.inpoll:
             # A signal handler run inside backend.netpoll readied g: the
@@ -468,8 +483,7 @@ cdef class Sched:
         return 0
 
     cdef G runqget(self):
-        cdef G g = <G>self.runq[self.rhead]
-        self.runq[self.rhead] = None
+        cdef G g = <G>_slotswap(self.runq, self.rhead, None)
         self.rhead = (self.rhead + 1) & (len(self.runq) - 1)
         self.rlen -= 1
         return g
