@@ -758,7 +758,8 @@ cdef class _RW:
     # One read, write or wait_readable call, awaited once. A coroutine would
     # cost three objects per call (the coroutine, its closure, and the
     # wrapper __await__ returns to Python code) and a StopIteration per
-    # result; this is one object from a free list, and its am_send slot
+    # result; this is one object, the FD's last finished one when nothing
+    # else holds that (_rwop), else one from a free list, and its am_send slot
     # (installed at import, Cython does not map it) hands the result back
     # without an exception. The steps are those of the coroutines: budget,
     # lock, _begin, syscall -> EAGAIN -> pollWait -> syscall; pw or lw is the
