@@ -67,8 +67,12 @@ def cmd_echo(args: argparse.Namespace) -> int:
                     conn.set_read_deadline(netpoll.now() + 10)
                     await conn.handshake()
                     conn.set_read_deadline(None)
-                while n := await conn.read(buf):
-                    await conn.write(mv[:n])
+                if ssl_ctx is None:
+                    while n := await conn.read(buf):
+                        await conn.write(buf, n)
+                else:  # a TLS conn's write takes the data alone
+                    while n := await conn.read(buf):
+                        await conn.write(mv[:n])
         except OSError:
             pass  # a reset, a broken pipe: this connection only
 

@@ -59,6 +59,9 @@ from netpoll import hooks as _hooks
 from netpoll._netpoll import pollclose as _pollclose
 from netpoll.errors import ClosedError, NetpollError
 
+cdef extern from "Python.h":
+    Py_ssize_t PyNumber_AsSsize_t(object o, PyObject *exc) except? -1
+
 cdef extern from "<unistd.h>" nogil:
     ssize_t c_read "read"(int fd, void *buf, size_t count)
     ssize_t c_write "write"(int fd, const void *buf, size_t count)
@@ -114,7 +117,7 @@ cdef int _begin(PollDesc pd, int mode) except -1:
 cdef int _budget = IO_BUDGET
 
 
-cdef inline bint _spend():
+cdef inline bint _spend() noexcept:
     # True: the budget is spent and the caller must yield first.
     global _budget
     _budget -= 1
@@ -124,7 +127,7 @@ cdef inline bint _spend():
     return True
 
 
-cdef inline void _refill():
+cdef inline void _refill() noexcept:
     global _budget
     _budget = IO_BUDGET
 
@@ -186,6 +189,45 @@ cdef object _buffer_error(object buf, str op):
 cdef class _RW
 
 
+cdef inline _RW _rwop(FD fd, bint read):
+    # A fresh _RW for a read-side (read) or write-side call: the side's last
+    # finished one when the FD's slot holds the only reference to it, else
+    # a new one. Reuse is safe because an _RW is reached only through
+    # references: a goroutine resumes the coroutine that awaits it (the
+    # scheduler holds the yielded Park, pw or lw, never the _RW), and that
+    # coroutine's frame holds the _RW until the await returns; a caller
+    # that keeps it (to await it again, or not at all) holds one too. With
+    # the slot's the only one left, no frame, wakeup or caller can send to,
+    # throw into or close the old call, so nothing stale can reach the new
+    # one. A finished _RW holds nothing (finish: no buffer, lock, fd or
+    # Park), so the FD -> slot -> _RW chain never makes a cycle, and the
+    # slot is taken out while the call runs (a dropped call deallocates).
+    cdef _RW op = fd.rop if read else fd.wop
+    if op is None or (<PyObject *>op).ob_refcnt != 2:  # the slot's and op's
+        return _RW.__new__(_RW)
+    if read:
+        fd.rop = None
+    else:
+        fd.wop = None
+    op.state = S_NEW
+    op.awaited = False
+    op.n = 0
+    return op
+
+
+cdef Py_ssize_t _nbytes(_RW op, object nbytes) except -1:
+    # write's nbytes, checked against the buffer op holds (an error drops op
+    # unstarted: its dealloc releases the buffer).
+    if isinstance(nbytes, bool) or not isinstance(nbytes, int):
+        raise TypeError(f"write() nbytes must be an int or None, not {type(nbytes).__name__}")
+    cdef Py_ssize_t n = PyNumber_AsSsize_t(nbytes, NULL)  # clamped, never OverflowError
+    if n < 0:
+        raise ValueError(f"write() nbytes must not be negative, got {nbytes}")
+    if n > op.view.len:
+        raise ValueError(f"write() nbytes {nbytes} is larger than the buffer ({op.view.len} bytes)")
+    return n
+
+
 cdef class FD:
     """A non-blocking descriptor registered with the running runtime's poller.
 
@@ -211,6 +253,9 @@ cdef class FD:
     cdef bint fdclosed, rlock, wlock
     cdef Py_ssize_t refs
     cdef list rwait, wwait
+    # The last finished _RW of each side (read and wait_readable share rop),
+    # kept for the next call to reuse (_rwop).
+    cdef _RW rop, wop
 
     def __init__(self, sock, bint stream=True):
         self._sock = sock
@@ -236,10 +281,10 @@ cdef class FD:
 
     # -- fdMutex -----------------------------------------------------------
 
-    cdef inline bint lock_free(self, bint read):
+    cdef inline bint lock_free(self, bint read) noexcept:
         return not (self.rlock if read else self.wlock)
 
-    cdef inline void take(self, bint read):
+    cdef inline void take(self, bint read) noexcept:
         if read:
             self.rlock = True
         else:
@@ -371,12 +416,13 @@ cdef class FD:
 
     def read(self, buf):
         """Read into a writable buffer; 0 means EOF on a stream."""
-        cdef _RW op = _RW.__new__(_RW)
+        cdef _RW op = _rwop(self, True)
         try:
             PyObject_GetBuffer(buf, &op.view, PyBUF_WRITABLE)
         except BufferError:
             raise _buffer_error(buf, "read") from None
         op.hasview = True
+        op.nbytes = op.view.len
         op.fd = self
         op.kind = OP_READ
         return op
@@ -388,18 +434,22 @@ cdef class FD:
         a readiness it has not consumed yet, else when a look (poll(2) with
         no timeout) finds something queued, else it parks. A read after it may still park (the
         readiness can be spurious); nothing is consumed."""
-        cdef _RW op = _RW.__new__(_RW)
+        cdef _RW op = _rwop(self, True)
         op.fd = self
         op.kind = OP_WAITREAD
         return op
 
-    def write(self, data):
-        """Write all of ``data``, looping over partial writes; returns len(data)."""
+    def write(self, data, nbytes=None):
+        """Write all of ``data``, or its first ``nbytes`` bytes, looping over
+        partial writes; returns the count written. ``write(buf, n)`` sends
+        what ``read(buf)`` returned without the slice ``buf[:n]`` (a new
+        memoryview per call)."""
         if isinstance(data, str):
             raise TypeError("write() needs bytes-like data, not str (encode it first)")
-        cdef _RW op = _RW.__new__(_RW)
+        cdef _RW op = _rwop(self, False)
         PyObject_GetBuffer(data, &op.view, PyBUF_SIMPLE)
         op.hasview = True
+        op.nbytes = op.view.len if nbytes is None else _nbytes(op, nbytes)
         op.fd = self
         op.kind = OP_WRITE
         return op
@@ -438,7 +488,7 @@ cdef class FD:
     cdef bint read_once(self, _RW op) except -1:
         # True: done (op.n set); False: EAGAIN.
         cdef ssize_t n
-        cdef size_t want = op.view.len
+        cdef size_t want = op.nbytes
         cdef int err
         if self._stream and want > MAX_RW:
             want = MAX_RW
@@ -460,13 +510,13 @@ cdef class FD:
         cdef size_t want
         cdef int err
         while True:
-            want = op.view.len - op.n
+            want = op.nbytes - op.n
             if self._stream and want > MAX_RW:
                 want = MAX_RW
             n = c_write(self._sysfd, <char *>op.view.buf + op.n, want)
             if n > 0:
                 op.n += n
-            if op.n == op.view.len:
+            if op.n == op.nbytes:
                 return True
             if n < 0:
                 err = errno
@@ -713,7 +763,8 @@ cdef class _RW:
     # One read, write or wait_readable call, awaited once. A coroutine would
     # cost three objects per call (the coroutine, its closure, and the
     # wrapper __await__ returns to Python code) and a StopIteration per
-    # result; this is one object from a free list, and its am_send slot
+    # result; this is one object, the FD's last finished one when nothing
+    # else holds that (_rwop), else one from a free list, and its am_send slot
     # (installed at import, Cython does not map it) hands the result back
     # without an exception. The steps are those of the coroutines: budget,
     # lock, _begin, syscall -> EAGAIN -> pollWait -> syscall; pw or lw is the
@@ -724,6 +775,7 @@ cdef class _RW:
     cdef bint hasview, locked, awaited
     cdef int kind, state
     cdef Py_ssize_t n
+    cdef Py_ssize_t nbytes  # the bytes of view to read into or write (nbytes)
     cdef _LockWait lw
     cdef _Wait pw
 
@@ -759,14 +811,14 @@ cdef class _RW:
             self.lw.close()
             self.lw = None
         self.drop_wait()
-        self.finish()
+        self.finish(True)
 
     def __dealloc__(self):
         # Only a started call dropped without close() (a coroutine's own
         # finalizer closes what it awaits) gets here holding the lock.
         if self.state == S_IO:
             self.drop_wait()
-        self.finish()
+        self.finish(False)
 
     cdef void drop_wait(self):
         # Leave pollWait. After close the _Wait may serve another fd: leave
@@ -776,17 +828,31 @@ cdef class _RW:
                 self.pw._abandon()
             self.pw = None
 
-    cdef int finish(self) except -1:
+    cdef int finish(self, bint keep) except -1:
         # Idempotent; an error here is an fdMutex invariant broken, so it
-        # propagates.
+        # propagates. Everything is let go; with keep (not from dealloc) the
+        # FD's slot for this side takes the finished _RW for reuse (_rwop).
+        # pw and lw are settled by now: every path that parked on them left
+        # through step (done or raised) or drop_wait / lw.close.
         cdef bint locked = self.locked
+        cdef FD fd = self.fd
         self.state = S_DONE
         self.locked = False
+        self.pw = None
+        self.lw = None
+        self.fd = None
         if self.hasview:
             self.hasview = False
             PyBuffer_Release(&self.view)
+        if fd is None:
+            return 0
         if locked:
-            self.fd.rwunlock(self.kind != OP_WRITE)
+            fd.rwunlock(self.kind != OP_WRITE)
+        if keep and not fd.fdclosed:
+            if self.kind == OP_WRITE:
+                fd.wop = self
+            else:
+                fd.rop = self
         return 0
 
     cdef bint wait(self, _Wait w) except -1:
@@ -798,78 +864,105 @@ cdef class _RW:
             return True
         return False
 
-    cdef int step(self) except -1:
-        # 1: parked on the run queue (S_YIELD), lw or pw; 0: finished, the
-        # result in n.
-        cdef FD fd = self.fd
-        cdef bint read = self.kind != OP_WRITE
-        cdef bint ready, skip
-        if fd.fdclosed:
-            # Entered or resumed after close: fail before the poll
-            # descriptor (perhaps another fd's by now) or a syscall.
-            self.pw = None
-            self.lw = None
-            raise _closing()
-        if self.state == S_NEW:
-            if _spend():
-                self.state = S_YIELD
-                return 1
-        if self.state == S_NEW or self.state == S_YIELD:
-            if fd.lock_free(read):
-                fd.take(read)
-            else:
-                self.lw = _LockWait.__new__(_LockWait)
-                self.lw.fd = fd
-                self.lw.read = read
-                self.state = S_LOCK
-        if self.state == S_LOCK:
-            if self.lw.step():
-                return 1
-            self.lw = None
-        if self.state != S_IO:
-            # Just took the lock.
-            self.locked = True
-            self.state = S_IO
-            if self.kind == OP_WRITE:
-                _begin(fd.pd, MODE_W)
-            else:
-                # A readiness since the last read began says "try"; without
-                # one, only an empty queue (a short read where the poller
-                # allows the skip, else a peek) may wait.
-                # rdrained is consumed before _begin, which may drop a
-                # readiness and then fail.
-                ready = pollpending(fd.pd, MODE_R)
-                if self.kind == OP_READ and self.view.len == 0:
-                    fd.rdrained = False
-                    _begin(fd.pd, MODE_R)
-                    return 0
-                skip = fd.skip_read(ready)
+
+cdef int _rw_step(_RW self) except -1:
+    # 1: parked on the run queue (S_YIELD), lw or pw; 0: finished, the
+    # result in n.
+    cdef FD fd = self.fd
+    cdef bint read = self.kind != OP_WRITE
+    cdef bint ready, skip
+    if fd.fdclosed:
+        # Entered or resumed after close: fail before the poll
+        # descriptor (perhaps another fd's by now) or a syscall.
+        self.pw = None
+        self.lw = None
+        raise _closing()
+    if self.state == S_NEW:
+        if _spend():
+            self.state = S_YIELD
+            return 1
+    if self.state == S_NEW or self.state == S_YIELD:
+        if fd.lock_free(read):
+            fd.take(read)
+        else:
+            self.lw = _LockWait.__new__(_LockWait)
+            self.lw.fd = fd
+            self.lw.read = read
+            self.state = S_LOCK
+    if self.state == S_LOCK:
+        if self.lw.step():
+            return 1
+        self.lw = None
+    if self.state != S_IO:
+        # Just took the lock.
+        self.locked = True
+        self.state = S_IO
+        if self.kind == OP_WRITE:
+            _begin(fd.pd, MODE_W)
+        else:
+            # A readiness since the last read began says "try"; without
+            # one, only an empty queue (a short read where the poller
+            # allows the skip, else a peek) may wait.
+            # rdrained is consumed before _begin, which may drop a
+            # readiness and then fail.
+            ready = pollpending(fd.pd, MODE_R)
+            if self.kind == OP_READ and self.nbytes == 0:
+                fd.rdrained = False
                 _begin(fd.pd, MODE_R)
-                if self.kind == OP_WAITREAD:
-                    if (not ready and (skip or fd.peek_empty())
-                            and self.wait(fd.pd.rwait)):
-                        return 1
-                    return 0
-                if skip and self.wait(fd.pd.rwait):
-                    return 1
-        elif self.pw is not None:
-            # Resumed from pollWait.
-            if self.pw.step():
-                return 1
-            self.pw = None
-            if self.kind == OP_WAITREAD:
                 return 0
-        while True:
-            if self.kind == OP_WRITE:
-                if fd.write_once(self):
-                    return 0
-                if self.wait(fd.pd.wwait):
+            skip = fd.skip_read(ready)
+            _begin(fd.pd, MODE_R)
+            if self.kind == OP_WAITREAD:
+                if (not ready and (skip or fd.peek_empty())
+                        and self.wait(fd.pd.rwait)):
                     return 1
-            else:
-                if fd.read_once(self):
-                    return 0
-                if self.wait(fd.pd.rwait):
-                    return 1
+                return 0
+            if skip and self.wait(fd.pd.rwait):
+                return 1
+    elif self.pw is not None:
+        # Resumed from pollWait.
+        if self.pw.step():
+            return 1
+        self.pw = None
+        if self.kind == OP_WAITREAD:
+            return 0
+    while True:
+        if self.kind == OP_WRITE:
+            if fd.write_once(self):
+                return 0
+            if self.wait(fd.pd.wwait):
+                return 1
+        else:
+            if fd.read_once(self):
+                return 0
+            if self.wait(fd.pd.rwait):
+                return 1
+
+
+# _rw_step through a pointer without its exception check: the call on the
+# hot path then sets up no handler (a try block saves and restores the
+# thread's exception state on every entry); -1 says an exception is pending,
+# and _rw_fail, off that path, takes it over.
+ctypedef int (*_rwstepfn)(_RW) noexcept
+cdef _rwstepfn _rw_step_raw = <_rwstepfn>_rw_step
+
+
+cdef int _reraise() except -1:
+    # Hands the pending exception to the caller's except clause.
+    return -1
+
+
+cdef int _rw_fail(_RW op, FD fd) except -1:
+    # _rw_step raised: release what the call holds, then raise its error
+    # (an OSError in the FD's own terms).
+    try:
+        _reraise()
+    except BaseException as e:
+        op.finish(True)
+        if isinstance(e, OSError):
+            raise fd._wrap_error("write" if op.kind == OP_WRITE else "read", e)
+        raise
+    return -1
 
 
 cdef int _rw_send(PyObject *o, PyObject *arg, PyObject **res) except -1:
@@ -879,13 +972,9 @@ cdef int _rw_send(PyObject *o, PyObject *arg, PyObject **res) except -1:
     cdef object v
     if op.state == S_DONE:
         raise RuntimeError("cannot reuse an already awaited read/write")
-    try:
-        r = op.step()
-    except BaseException as e:
-        op.finish()
-        if isinstance(e, OSError):
-            raise op.fd._wrap_error("write" if op.kind == OP_WRITE else "read", e)
-        raise
+    r = _rw_step_raw(op)
+    if r < 0:
+        return _rw_fail(op, op.fd)
     if r == 1:
         if op.state == S_YIELD:
             v = _yield_park
@@ -894,7 +983,7 @@ cdef int _rw_send(PyObject *o, PyObject *arg, PyObject **res) except -1:
         else:
             v = op.pw
     else:
-        op.finish()
+        op.finish(True)
         v = None if op.kind == OP_WAITREAD else PyLong_FromSsize_t(op.n)
     Py_INCREF(v)
     res[0] = <PyObject *>v

@@ -136,10 +136,15 @@ cdef inline _Wait _dir(PollDesc pd, int mode):
     return pd.rwait if mode == MODE_R else pd.wwait
 
 
+# The checks of every I/O call, inline in each module that cimports them.
+# They read a direction's fields as pd.rwait.x / pd.wwait.x, which Cython
+# compiles to plain loads; _dir(pd, mode).x would take and drop a reference
+# to the _Wait on each call.
+
 cdef inline bint pollpending(PollDesc pd, int mode) noexcept:
     # A readiness is pending in this direction (pdReady): the next syscall
     # is likely to succeed.
-    return _dir(pd, mode).g == pdReady
+    return (pd.rwait.g if mode == MODE_R else pd.wwait.g) == pdReady
 
 
 cdef inline bint pollskipok(PollDesc pd) noexcept:
@@ -165,7 +170,36 @@ cdef inline bint pollskipok(PollDesc pd) noexcept:
 
 cdef inline int64_t polldeadline(PollDesc pd, int mode) noexcept:
     # The direction's deadline as stored: 0 none, > 0 nanotime, < 0 expired.
-    return _dir(pd, mode).d
+    return pd.rwait.d if mode == MODE_R else pd.wwait.d
+
+
+cdef inline int netpollcheckerr(PollDesc pd, int mode) noexcept:
+    # A descriptor whose poller was closed (its runtime ended) is closed too:
+    # nothing could ever wake a waiter on it.
+    if pd.closing or pd.backend is None or pd.backend.closed:
+        return pollErrClosing
+    if polldeadline(pd, mode) < 0:
+        return pollErrTimeout
+    # An error-only event is reported to readers only: a writer learns the
+    # specific errno from its write call.
+    if mode == MODE_R and pd.everr:
+        return pollErrNotPollable
+    return pollNoError
+
+
+cdef inline int pollreset(PollDesc pd, int mode) noexcept:
+    cdef int err = netpollcheckerr(pd, mode)
+    if err:
+        return err
+    # Only a pending readiness is dropped: pollreset runs before the first
+    # syscall of an operation, and an edge that arrives after it is either
+    # seen by that syscall or re-marks pdReady (no lost wakeup).
+    if mode == MODE_R:
+        if pd.rwait.g == pdReady:
+            pd.rwait.g = pdNil
+    elif pd.wwait.g == pdReady:
+        pd.wwait.g = pdNil
+    return pollNoError
 
 
 cdef object pollerror(PollDesc pd, int code)
@@ -175,7 +209,5 @@ cdef int netpollready(list to_run, PollDesc pd, int mode) except -1
 cdef int netpollevent(list to_run, PollDesc pd, int mode, bint error_only) except -1
 cdef void netpollreadstop(PollDesc pd) noexcept
 cdef PollDesc netpolltoken(uint64_t token)
-cdef int netpollcheckerr(PollDesc pd, int mode) noexcept
-cdef int pollreset(PollDesc pd, int mode) noexcept
 cdef int setdeadline(list to_run, PollDesc pd, int64_t d, int mode) except -1
 cdef int pollunblock(list to_run, PollDesc pd) except -1

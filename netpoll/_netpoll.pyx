@@ -435,33 +435,6 @@ cdef _Wait _dir1(PollDesc pd, object mode):
     return _dir(pd, m)
 
 
-cdef int netpollcheckerr(PollDesc pd, int mode) noexcept:
-    # A descriptor whose poller was closed (its runtime ended) is closed too:
-    # nothing could ever wake a waiter on it.
-    if pd.closing or pd.backend is None or pd.backend.closed:
-        return pollErrClosing
-    if _dir(pd, mode).d < 0:
-        return pollErrTimeout
-    # An error-only event is reported to readers only: a writer learns the
-    # specific errno from its write call.
-    if mode == MODE_R and pd.everr:
-        return pollErrNotPollable
-    return pollNoError
-
-
-cdef int pollreset(PollDesc pd, int mode) noexcept:
-    cdef int err = netpollcheckerr(pd, mode)
-    if err:
-        return err
-    # Only a pending readiness is dropped: pollreset runs before the first
-    # syscall of an operation, and an edge that arrives after it is either
-    # seen by that syscall or re-marks pdReady (no lost wakeup).
-    cdef _Wait gpp = _dir(pd, mode)
-    if gpp.g == pdReady:
-        gpp.g = pdNil
-    return pollNoError
-
-
 cdef bint netpollblock(_Wait gpp) except -1:
     # Go's netpollblock up to the park: consume a pending readiness (True),
     # or publish pdWait (False). The caller must then re-check errors (close

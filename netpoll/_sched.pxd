@@ -40,6 +40,7 @@ cdef class Sched:
     cdef int readylist(self, list gs) except -1
     cdef G newproc(self, object coro)
     cdef int execute(self, G g) except -1
+    cdef int gofail(self, G g) except -1
     cdef goexit(self, G g, object result, object exc)
     cdef int injectglist(self) except -1
     cdef bint idle_forever(self)

@@ -45,7 +45,17 @@ cdef extern from "Python.h":
     enum:
         PYGEN_RETURN
         PYGEN_NEXT
-    int PyIter_Send(object iter, object arg, PyObject **presult) except -1
+        PYGEN_ERROR
+    # Declared without an exception check: execute tests for PYGEN_ERROR
+    # itself, so resuming a goroutine sets up no handler (a try block saves
+    # and restores the thread's exception state on every entry); gofail,
+    # off that path, takes the pending exception over.
+    int PyIter_Send(object iter, object arg, PyObject **presult)
+
+
+cdef int _reraise() except -1:
+    # Hands the pending exception to the caller's except clause.
+    return -1
 
 
 cdef object _tls = _threading.local()
@@ -429,6 +439,22 @@ cdef enum:
     RUNQ_INIT = 64
 
 
+cdef extern from "Python.h":
+    PyObject *_list_get "PyList_GET_ITEM"(list l, Py_ssize_t i)
+    void _list_set "PyList_SET_ITEM"(list l, Py_ssize_t i, PyObject *v)
+
+
+cdef inline object _slotswap(list l, Py_ssize_t i, object v):
+    # l[i] = v, returning the old item, for 0 <= i < len(l) (the run
+    # queue's ring indices): no bounds check, no index object.
+    cdef PyObject *old = _list_get(l, i)
+    Py_INCREF(v)
+    _list_set(l, i, <PyObject *>v)
+    r = <object>old   # a new reference; the list's own is dropped below
+    Py_XDECREF(old)
+    return r
+
+
 cdef class Sched:
     def __cinit__(self, Backend backend):
         self.backend = backend
@@ -447,7 +473,7 @@ cdef class Sched:
             self.runq = self.runq[self.rhead:] + self.runq[:self.rhead] + [None] * cap
             self.rhead = 0
             cap *= 2
-        self.runq[(self.rhead + self.rlen) & (cap - 1)] = g
+        _slotswap(self.runq, (self.rhead + self.rlen) & (cap - 1), g)
         self.rlen += 1
         if self.inpoll:
             # A signal handler run inside backend.netpoll readied g: the
@@ -457,8 +483,7 @@ cdef class Sched:
         return 0
 
     cdef G runqget(self):
-        cdef G g = <G>self.runq[self.rhead]
-        self.runq[self.rhead] = None
+        cdef G g = <G>_slotswap(self.runq, self.rhead, None)
         self.rhead = (self.rhead + 1) & (len(self.runq) - 1)
         self.rlen -= 1
         return g
@@ -513,13 +538,9 @@ cdef class Sched:
         else:
             v = g.sendval
             g.sendval = None
-            try:
-                r = PyIter_Send(g.coro, v, &res)
-            except (KeyboardInterrupt, SystemExit):
-                raise
-            except BaseException as e:
-                self.goexit(g, None, e)
-                return 0
+            r = PyIter_Send(g.coro, v, &res)
+            if r == PYGEN_ERROR:
+                return self.gofail(g)
             v = <object>res
             Py_XDECREF(res)
             if r == PYGEN_RETURN:
@@ -543,6 +564,17 @@ cdef class Sched:
             g.throwval = TypeError(
                 f"goroutine awaited {v!r}: only netpoll awaitables can be awaited here")
             self.runqput(g)
+        return 0
+
+    cdef int gofail(self, G g) except -1:
+        # The goroutine raised (its exception is pending): it ends with it;
+        # KeyboardInterrupt and SystemExit end run() instead.
+        try:
+            _reraise()
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as e:
+            self.goexit(g, None, e)
         return 0
 
     cdef goexit(self, G g, object result, object exc):
