@@ -86,13 +86,17 @@ cdef class Core:
         self.timer.kind = TIMER_READY
         self.pending = []
 
-    def watch(self, PollDesc pd not None, str mode, handle):
-        """Start a watcher goroutine delivering ``handle`` when ``pd`` is ready for ``mode``."""
+    def watch(self, PollDesc pd not None, str mode, handle, bint probe=False):
+        """Start a watcher goroutine delivering ``handle`` when ``pd`` is ready
+        for ``mode``. ``probe``: ``pd`` was registered before (a stream
+        transport's), so no registration reports the fd's level; the first
+        wait asks poll(2) for it."""
         cdef _Watcher w = _Watcher.__new__(_Watcher)
         w.core = self
         w.pd = pd
         w.mode = MODE_R if mode == "r" else MODE_W
         w.handle = handle
+        w.probe = probe and self.edge
         w.g = self.sched.newproc(w)
         return w
 
@@ -214,6 +218,16 @@ cdef class Core:
         return 0
 
 
+cdef bint _level(int fd, int mode):
+    # The fd is ready for mode now (poll(2) of timeout 0).
+    cdef pollfd p
+    p.fd = fd
+    p.events = POLLIN if mode == MODE_R else POLLOUT
+    p.revents = 0
+    poll(&p, 1, 0)
+    return (p.revents & (p.events | POLLERR | POLLHUP)) != 0
+
+
 cdef int64_t _when_ns(double when):
     # loop.time() seconds to nanotime(); one nanosecond late rather than early.
     if when <= 0:
@@ -278,6 +292,7 @@ cdef class _Watcher(Park):
     cdef int state
     cdef public object handle        # the asyncio Handle to run when ready
     cdef G g
+    cdef bint probe                  # the first wait polls the level first
 
     def __repr__(self):
         return (f"<netpoll.aio watcher fd={self.pd.fd if self.state != W_DONE else -1} "
@@ -316,7 +331,12 @@ cdef class _Watcher(Park):
                 b = B_CLOSED
             else:
                 b = self.block()
+        elif self.probe and _level(pd.fd, self.mode):
+            self.probe = False
+            pollreset(pd, self.mode)
+            b = B_READY
         else:
+            self.probe = False
             b = self.block()
         while True:
             if b == B_PARKED:

@@ -105,7 +105,7 @@ class _Registry(selectors.BaseSelector):
             w = entry[i]
             if events & bit:
                 if w is None:
-                    entry[i] = self._core.watch(entry[0], mode, handle)
+                    entry[i] = self._core.watch(entry[0], mode, handle, entry[3])
                 else:
                     w.handle = handle
             elif w is not None:
