@@ -8,11 +8,13 @@ netpoll poll descriptor, without asyncio Handles on the hot path:
   descriptor's read semaphore. When the poller readies it, it calls
   ``recv``/``recv_into`` and the protocol's ``data_received`` or
   ``get_buffer``/``buffer_updated`` itself, in the context asyncio would use
-  (a copy of the one ``_add_reader`` ran in), until the socket has nothing
-  more (EAGAIN) or ``BUDGET`` reads have run (then it yields to the run
-  queue). After a short TCP read it parks without the EAGAIN read where
-  ``pollskipok`` allows it (see _netpoll.pxd); unix streams always read to
-  EAGAIN (a read stops short after a message that carried descriptors).
+  (a copy of the one ``_add_reader`` ran in). One read per step, as asyncio
+  reads once per iteration: after a read it yields to the run queue, so the
+  loop's callbacks (what the protocol queued) run before the next read, and
+  the next read either delivers or meets EAGAIN and parks. After a short
+  TCP read it parks at once where ``pollskipok`` allows it (see
+  _netpoll.pxd); unix streams never skip (a read stops short after a
+  message that carried descriptors).
 - ``write`` sends at once while the buffer is empty; only the rest of a
   partial send is buffered, and then a ``_Writer`` goroutine waits in the
   write semaphore and drains the buffer as asyncio's ``_write_ready`` does.
@@ -76,7 +78,6 @@ cdef extern from *:
 
 cdef enum:
     MAX_SIZE = 262144     # asyncio's max_size: the most one recv() asks for
-    BUDGET = 16           # reads per goroutine step before it yields
 
     # _Reader / _Writer states
     S_OFF = 0             # no goroutine
@@ -523,7 +524,7 @@ cdef class _Reader(Park):
         cdef _Conn c = self.conn
         cdef PollDesc pd
         cdef _Wait gpp
-        cdef int r, n = 0
+        cdef int r
         if self.dead:
             self.state = S_OFF
             raise StopIteration
@@ -551,7 +552,9 @@ cdef class _Reader(Park):
                     raise StopIteration
                 if r == RD_AGAIN or (r == RD_SHORT and c.skip and pollskipok(pd)):
                     if netpollblock(gpp):
-                        continue
+                        if r == RD_AGAIN:
+                            continue
+                        return self
                     r = netpollcheckerr(pd, MODE_R)
                     if r == pollErrClosing:
                         gpp.g = pdNil
@@ -565,9 +568,9 @@ cdef class _Reader(Park):
                         pd.backend.netpollarm(pd, MODE_R)
                     self.state = S_PARKED
                     return self
-                n += 1
-                if n >= BUDGET:
-                    return self
+                # One read per run of the queue, as asyncio reads once per
+                # iteration: what the protocol queued runs before the next.
+                return self
         finally:
             PyContext_Exit(ctx)
 
