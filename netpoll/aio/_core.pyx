@@ -23,6 +23,7 @@ backends (poll, select) re-arm instead, and their next netpoll reports the
 level.
 """
 
+from cpython.contextvars cimport PyContext_Enter, PyContext_Exit
 from cpython.pythread cimport PyThread_get_thread_ident
 from libc.stdint cimport int64_t
 from libc.stdlib cimport free, malloc
@@ -34,6 +35,8 @@ from netpoll._netpoll cimport (MODE_R, MODE_W, TIMER_READY, Park, PollDesc,
 from netpoll._sched cimport G, Sched
 
 import heapq as _heapq
+from asyncio import events as _events
+from asyncio import format_helpers as _format_helpers
 
 cdef extern from "<poll.h>" nogil:
     struct pollfd:
@@ -179,7 +182,7 @@ cdef class Core:
             for _ in range(ntodo):
                 h = popleft()
                 if not h._cancelled:
-                    h._run()
+                    _run_handle(h)
         return 0
 
     cdef int settle(self) except -1:
@@ -216,6 +219,50 @@ cdef class Core:
             for i in range(n):
                 (<_Watcher>pend[i]).rest(False)
         return 0
+
+
+cdef object _Handle = _events.Handle
+cdef object _TimerHandle = _events.TimerHandle
+
+
+cdef int _run_handle(object h) except -1:
+    # asyncio's Handle._run without its Python frame, for asyncio's own
+    # Handle and TimerHandle (any other class runs its own _run).
+    cdef tuple args
+    if type(h) is not _Handle and type(h) is not _TimerHandle:
+        h._run()
+        return 0
+    ctx = h._context
+    cb = h._callback
+    args = h._args
+    try:
+        PyContext_Enter(ctx)
+        try:
+            cb(*args)
+        finally:
+            PyContext_Exit(ctx)
+    except (SystemExit, KeyboardInterrupt):
+        raise
+    except BaseException as exc:
+        source = _format_helpers._format_callback_source(cb, args)
+        context = {'message': f'Exception in callback {source}', 'exception': exc, 'handle': h}
+        if h._source_traceback:
+            context['source_traceback'] = h._source_traceback
+        h._loop.call_exception_handler(context)
+    return 0
+
+
+def call_soon(self, callback, *args, context=None):
+    """asyncio's call_soon (a Handle on the ready queue), then the idle loop
+    goroutine is woken. Outside debug mode it is this one compiled frame."""
+    if self._debug:
+        return self._call_soon_debug(callback, args, context)
+    if self._closed:
+        raise RuntimeError('Event loop is closed')
+    h = _Handle(callback, args, self, context)
+    self._ready.append(h)
+    (<Core>self._core).wake()
+    return h
 
 
 cdef bint _level(int fd, int mode):
@@ -268,7 +315,7 @@ cdef class _Driver(Park):
             self.how = D_YIELD
         else:
             self.how = D_IDLE
-            when = loop._next_deadline()
+            when = loop._next_deadline() if loop._scheduled else None
             self.when_ns = -1 if when is None else _when_ns(when)
         return self
 

@@ -257,7 +257,9 @@ class EventLoop(asyncio.SelectorEventLoop):  # type: ignore[misc,valid-type]
     # A goroutine (or a watcher) may queue work while the loop goroutine is
     # parked idle: wake it, or move its timer. The source traceback of a
     # handle in debug mode leaves this frame out, as asyncio's own do.
-    def call_soon(self, callback: Any, *args: Any, context: Any = None) -> asyncio.Handle:
+    call_soon = _core.call_soon
+
+    def _call_soon_debug(self, callback: Any, args: tuple, context: Any) -> asyncio.Handle:
         handle = super().call_soon(callback, *args, context=context)
         if handle._source_traceback:
             del handle._source_traceback[-1]
