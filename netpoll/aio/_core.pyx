@@ -146,7 +146,7 @@ cdef class Core:
             self.sched.timers.delete(self.timer)
         self.sched.runqput(g)
 
-    def rearm(self, double when):
+    cpdef rearm(self, double when):
         """A TimerHandle at ``when`` (loop.time()) was added while the driver is idle."""
         if self.idle is None or self.fired() or PyThread_get_thread_ident() != self.owner:
             return
@@ -263,6 +263,22 @@ def call_soon(self, callback, *args, context=None):
     self._ready.append(h)
     (<Core>self._core).wake()
     return h
+
+
+def call_at(self, when, callback, *args, context=None):
+    """asyncio's call_at (a TimerHandle on the heap), then the idle loop
+    goroutine's timer is moved; compiled outside debug mode, as call_soon."""
+    if self._debug:
+        return self._call_at_debug(when, callback, args, context)
+    if when is None:
+        raise TypeError("when cannot be None")
+    if self._closed:
+        raise RuntimeError('Event loop is closed')
+    timer = _TimerHandle(when, callback, args, self, context)
+    _heapq.heappush(self._scheduled, timer)
+    timer._scheduled = True
+    (<Core>self._core).rearm(timer._when)
+    return timer
 
 
 cdef bint _level(int fd, int mode):

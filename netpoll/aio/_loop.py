@@ -266,8 +266,10 @@ class EventLoop(asyncio.SelectorEventLoop):  # type: ignore[misc,valid-type]
         self._core.wake()
         return handle
 
-    def call_at(self, when: float, callback: Any, *args: Any,
-                context: Any = None) -> asyncio.TimerHandle:
+    call_at = _core.call_at
+
+    def _call_at_debug(self, when: float, callback: Any, args: tuple,
+                       context: Any) -> asyncio.TimerHandle:
         handle = super().call_at(when, callback, *args, context=context)
         if handle._source_traceback:
             del handle._source_traceback[-1]
