@@ -42,6 +42,7 @@ extensions = [
     ext("netpoll._sched", "netpoll/_sched.pyx"),
     ext("netpoll._fd", "netpoll/_fd.pyx"),
     ext("netpoll.aio._core", "netpoll/aio/_core.pyx"),
+    ext("netpoll.aio._transport", "netpoll/aio/_transport.pyx"),
     ext("netpoll.backends.poll", "backends/poll.pyx"),
     ext("netpoll.backends.select", "backends/select.pyx"),
 ]

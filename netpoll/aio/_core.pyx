@@ -23,6 +23,7 @@ backends (poll, select) re-arm instead, and their next netpoll reports the
 level.
 """
 
+from cpython.contextvars cimport PyContext_Enter, PyContext_Exit
 from cpython.pythread cimport PyThread_get_thread_ident
 from libc.stdint cimport int64_t
 from libc.stdlib cimport free, malloc
@@ -34,6 +35,8 @@ from netpoll._netpoll cimport (MODE_R, MODE_W, TIMER_READY, Park, PollDesc,
 from netpoll._sched cimport G, Sched
 
 import heapq as _heapq
+from asyncio import events as _events
+from asyncio import format_helpers as _format_helpers
 
 cdef extern from "<poll.h>" nogil:
     struct pollfd:
@@ -86,13 +89,17 @@ cdef class Core:
         self.timer.kind = TIMER_READY
         self.pending = []
 
-    def watch(self, PollDesc pd not None, str mode, handle):
-        """Start a watcher goroutine delivering ``handle`` when ``pd`` is ready for ``mode``."""
+    def watch(self, PollDesc pd not None, str mode, handle, bint probe=False):
+        """Start a watcher goroutine delivering ``handle`` when ``pd`` is ready
+        for ``mode``. ``probe``: ``pd`` was registered before (a stream
+        transport's), so no registration reports the fd's level; the first
+        wait asks poll(2) for it."""
         cdef _Watcher w = _Watcher.__new__(_Watcher)
         w.core = self
         w.pd = pd
         w.mode = MODE_R if mode == "r" else MODE_W
         w.handle = handle
+        w.probe = probe and self.edge
         w.g = self.sched.newproc(w)
         return w
 
@@ -139,7 +146,7 @@ cdef class Core:
             self.sched.timers.delete(self.timer)
         self.sched.runqput(g)
 
-    def rearm(self, double when):
+    cpdef rearm(self, double when):
         """A TimerHandle at ``when`` (loop.time()) was added while the driver is idle."""
         if self.idle is None or self.fired() or PyThread_get_thread_ident() != self.owner:
             return
@@ -175,7 +182,7 @@ cdef class Core:
             for _ in range(ntodo):
                 h = popleft()
                 if not h._cancelled:
-                    h._run()
+                    _run_handle(h)
         return 0
 
     cdef int settle(self) except -1:
@@ -212,6 +219,76 @@ cdef class Core:
             for i in range(n):
                 (<_Watcher>pend[i]).rest(False)
         return 0
+
+
+cdef object _Handle = _events.Handle
+cdef object _TimerHandle = _events.TimerHandle
+
+
+cdef int _run_handle(object h) except -1:
+    # asyncio's Handle._run without its Python frame, for asyncio's own
+    # Handle and TimerHandle (any other class runs its own _run).
+    cdef tuple args
+    if type(h) is not _Handle and type(h) is not _TimerHandle:
+        h._run()
+        return 0
+    ctx = h._context
+    cb = h._callback
+    args = h._args
+    try:
+        PyContext_Enter(ctx)
+        try:
+            cb(*args)
+        finally:
+            PyContext_Exit(ctx)
+    except (SystemExit, KeyboardInterrupt):
+        raise
+    except BaseException as exc:
+        source = _format_helpers._format_callback_source(cb, args)
+        context = {'message': f'Exception in callback {source}', 'exception': exc, 'handle': h}
+        if h._source_traceback:
+            context['source_traceback'] = h._source_traceback
+        h._loop.call_exception_handler(context)
+    return 0
+
+
+def call_soon(self, callback, *args, context=None):
+    """asyncio's call_soon (a Handle on the ready queue), then the idle loop
+    goroutine is woken. Outside debug mode it is this one compiled frame."""
+    if self._debug:
+        return self._call_soon_debug(callback, args, context)
+    if self._closed:
+        raise RuntimeError('Event loop is closed')
+    h = _Handle(callback, args, self, context)
+    self._ready.append(h)
+    (<Core>self._core).wake()
+    return h
+
+
+def call_at(self, when, callback, *args, context=None):
+    """asyncio's call_at (a TimerHandle on the heap), then the idle loop
+    goroutine's timer is moved; compiled outside debug mode, as call_soon."""
+    if self._debug:
+        return self._call_at_debug(when, callback, args, context)
+    if when is None:
+        raise TypeError("when cannot be None")
+    if self._closed:
+        raise RuntimeError('Event loop is closed')
+    timer = _TimerHandle(when, callback, args, self, context)
+    _heapq.heappush(self._scheduled, timer)
+    timer._scheduled = True
+    (<Core>self._core).rearm(timer._when)
+    return timer
+
+
+cdef bint _level(int fd, int mode):
+    # The fd is ready for mode now (poll(2) of timeout 0).
+    cdef pollfd p
+    p.fd = fd
+    p.events = POLLIN if mode == MODE_R else POLLOUT
+    p.revents = 0
+    poll(&p, 1, 0)
+    return (p.revents & (p.events | POLLERR | POLLHUP)) != 0
 
 
 cdef int64_t _when_ns(double when):
@@ -254,7 +331,7 @@ cdef class _Driver(Park):
             self.how = D_YIELD
         else:
             self.how = D_IDLE
-            when = loop._next_deadline()
+            when = loop._next_deadline() if loop._scheduled else None
             self.when_ns = -1 if when is None else _when_ns(when)
         return self
 
@@ -278,6 +355,7 @@ cdef class _Watcher(Park):
     cdef int state
     cdef public object handle        # the asyncio Handle to run when ready
     cdef G g
+    cdef bint probe                  # the first wait polls the level first
 
     def __repr__(self):
         return (f"<netpoll.aio watcher fd={self.pd.fd if self.state != W_DONE else -1} "
@@ -316,7 +394,12 @@ cdef class _Watcher(Park):
                 b = B_CLOSED
             else:
                 b = self.block()
+        elif self.probe and _level(pd.fd, self.mode):
+            self.probe = False
+            pollreset(pd, self.mode)
+            b = B_READY
         else:
+            self.probe = False
             b = self.block()
         while True:
             if b == B_PARKED:

@@ -1,7 +1,9 @@
 """netpoll's asyncio event loop: asyncio's Unix loop on netpoll's runtime.
 
-The transports, servers, sockets, signals, pipes and subprocesses are
-asyncio's own (selector_events, unix_events); what changes is below them.
+The servers, sockets, signals, pipes, datagram and subprocess transports
+are asyncio's own (selector_events, unix_events); the TCP and unix stream
+transports are netpoll's compiled ``_transport.SocketTransport`` (TLS runs
+asyncio's SSLProtocol over it, as asyncio does over its own).
 The selector is replaced by ``_Registry``, which turns each registered fd
 into a netpoll poll descriptor watched by goroutines, and ``_run_once``
 hands the thread to netpoll's scheduler (``_core.Core.run``) until
@@ -14,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import selectors
+import socket
 from asyncio.base_events import _format_handle  # asyncio's wording for slow callbacks
 from asyncio.log import logger
 from typing import Any, Mapping, Optional
@@ -21,7 +24,7 @@ from typing import Any, Mapping, Optional
 from netpoll import _netpoll, _sched
 from netpoll._table import backend_class, resolve
 from netpoll.errors import NotPollableError
-from netpoll.aio import _core
+from netpoll.aio import _core, _transport
 
 _EVENTS = selectors.EVENT_READ | selectors.EVENT_WRITE
 
@@ -63,12 +66,16 @@ class _Map(Mapping[Any, selectors.SelectorKey]):
 class _Registry(selectors.BaseSelector):
     """The loop's selector: registration only. Each fd gets one poll
     descriptor for its registration's life and one watcher per direction;
-    ``data`` is asyncio's (reader handle, writer handle)."""
+    ``data`` is asyncio's (reader handle, writer handle). The fd of a
+    stream transport (``shared``: fd -> its pd) is watched on the transport's
+    descriptor, which the transport keeps and frees (asyncio's sendfile
+    adds a writer on the socket of a transport that waits for it)."""
 
-    def __init__(self, core: _core.Core) -> None:
+    def __init__(self, core: _core.Core, shared: dict[int, Any]) -> None:
         self._core = core
+        self._shared = shared
         self._keys: dict[int, selectors.SelectorKey] = {}
-        self._fds: dict[int, list[Any]] = {}   # fd -> [pd, reader watcher, writer watcher]
+        self._fds: dict[int, list[Any]] = {}   # fd -> [pd, reader watcher, writer watcher, borrowed]
         self._map = _Map(self._keys)
 
     def register(self, fileobj: Any, events: int, data: Any = None) -> selectors.SelectorKey:
@@ -77,13 +84,16 @@ class _Registry(selectors.BaseSelector):
         fd = _fileobj_to_fd(fileobj)
         if fd in self._keys:
             raise KeyError(f"{fileobj!r} (FD {fd}) is already registered")
-        try:
-            pd = self._core.sched.pollopen(fd)
-        except NotPollableError as e:
-            raise _NotPollable(fd, str(e).split(": ", 1)[-1]) from None
+        pd = self._shared.get(fd)
+        borrowed = pd is not None
+        if not borrowed:
+            try:
+                pd = self._core.sched.pollopen(fd)
+            except NotPollableError as e:
+                raise _NotPollable(fd, str(e).split(": ", 1)[-1]) from None
         key = selectors.SelectorKey(fileobj, fd, events, data)
         self._keys[fd] = key
-        self._fds[fd] = [pd, None, None]
+        self._fds[fd] = [pd, None, None, borrowed]
         self._watch(fd, events, data)
         return key
 
@@ -95,7 +105,7 @@ class _Registry(selectors.BaseSelector):
             w = entry[i]
             if events & bit:
                 if w is None:
-                    entry[i] = self._core.watch(entry[0], mode, handle)
+                    entry[i] = self._core.watch(entry[0], mode, handle, entry[3])
                 else:
                     w.handle = handle
             elif w is not None:
@@ -108,10 +118,12 @@ class _Registry(selectors.BaseSelector):
             key = self._keys.pop(fd)
         except KeyError:
             raise KeyError(f"{fileobj!r} is not registered") from None
-        pd, rw, ww = self._fds.pop(fd)
+        pd, rw, ww, borrowed = self._fds.pop(fd)
         for w in (rw, ww):
             if w is not None:
                 w.cancel()
+        if borrowed:
+            return key
         self._core.sched.wake(pd.evict())
         try:
             _netpoll.pollclose(pd)
@@ -157,8 +169,9 @@ class EventLoop(asyncio.SelectorEventLoop):  # type: ignore[misc,valid-type]
             self._closed = True  # never opened: nothing for __del__ to warn about
             raise
         self._backend_name = name
+        self._stream_pds: dict[int, Any] = {}
         try:
-            super().__init__(_Registry(self._core))
+            super().__init__(_Registry(self._core, self._stream_pds))
         except BaseException:
             self._core.close()
             raise
@@ -177,6 +190,32 @@ class EventLoop(asyncio.SelectorEventLoop):  # type: ignore[misc,valid-type]
     def __repr__(self) -> str:
         return (f"<{type(self).__name__} backend={self._backend_name} running={self.is_running()} "
                 f"closed={self.is_closed()} debug={self.get_debug()}>")
+
+    def _make_socket_transport(self, sock: Any, protocol: Any, waiter: Any = None, *,
+                               extra: Any = None, server: Any = None) -> asyncio.Transport:
+        if not isinstance(sock, socket.socket) or sock.fileno() in self._selector._keys:
+            # Not a socket, or one with add_reader/add_writer callbacks on
+            # it: asyncio's transport, which shares those registrations.
+            return super()._make_socket_transport(sock, protocol, waiter,
+                                                  extra=extra, server=server)
+        self._ensure_fd_no_transport(sock)
+        return _transport.SocketTransport(self, sock, protocol, waiter, extra, server)
+
+    def _make_ssl_transport(self, rawsock: Any, protocol: Any, sslcontext: Any, waiter: Any = None,
+                            *, server_side: bool = False, server_hostname: Optional[str] = None,
+                            extra: Any = None, server: Any = None,
+                            ssl_handshake_timeout: Optional[float] = None,
+                            ssl_shutdown_timeout: Optional[float] = None) -> asyncio.Transport:
+        # asyncio's own, with SSLProtocol over the compiled transport.
+        from asyncio import sslproto
+
+        self._ensure_fd_no_transport(rawsock)
+        ssl_protocol = sslproto.SSLProtocol(
+            self, protocol, sslcontext, waiter, server_side, server_hostname,
+            ssl_handshake_timeout=ssl_handshake_timeout,
+            ssl_shutdown_timeout=ssl_shutdown_timeout)
+        self._make_socket_transport(rawsock, ssl_protocol, extra=extra, server=server)
+        return ssl_protocol._app_transport
 
     def _run_once(self) -> None:
         # One run of the runtime, until stop(): run_forever calls this in its
@@ -218,15 +257,19 @@ class EventLoop(asyncio.SelectorEventLoop):  # type: ignore[misc,valid-type]
     # A goroutine (or a watcher) may queue work while the loop goroutine is
     # parked idle: wake it, or move its timer. The source traceback of a
     # handle in debug mode leaves this frame out, as asyncio's own do.
-    def call_soon(self, callback: Any, *args: Any, context: Any = None) -> asyncio.Handle:
+    call_soon = _core.call_soon
+
+    def _call_soon_debug(self, callback: Any, args: tuple, context: Any) -> asyncio.Handle:
         handle = super().call_soon(callback, *args, context=context)
         if handle._source_traceback:
             del handle._source_traceback[-1]
         self._core.wake()
         return handle
 
-    def call_at(self, when: float, callback: Any, *args: Any,
-                context: Any = None) -> asyncio.TimerHandle:
+    call_at = _core.call_at
+
+    def _call_at_debug(self, when: float, callback: Any, args: tuple,
+                       context: Any) -> asyncio.TimerHandle:
         handle = super().call_at(when, callback, *args, context=context)
         if handle._source_traceback:
             del handle._source_traceback[-1]
