@@ -60,19 +60,14 @@ def cmd_echo(args: argparse.Namespace) -> int:
 
     async def handle(conn):
         buf = bytearray(65536)
-        mv = memoryview(buf)
         try:
             with conn:
                 if ssl_ctx is not None:  # a client that stalls the handshake is dropped
                     conn.set_read_deadline(netpoll.now() + 10)
                     await conn.handshake()
                     conn.set_read_deadline(None)
-                if ssl_ctx is None:
-                    while n := await conn.read(buf):
-                        await conn.write(buf, n)
-                else:  # a TLS conn's write takes the data alone
-                    while n := await conn.read(buf):
-                        await conn.write(mv[:n])
+                while n := await conn.read(buf):
+                    await conn.write(buf, n)
         except OSError:
             pass  # a reset, a broken pipe: this connection only
 

@@ -630,14 +630,23 @@ class TLSConn:
         if self._closed:
             raise ClosedError()
 
-    async def write(self, data: Any) -> int:
-        """Write all of ``data``; returns its length. A failed write (a
-        timeout too) breaks the conn for writing: later writes raise it."""
+    async def write(self, data: Any, nbytes: Optional[int] = None) -> int:
+        """Write all of ``data``, or its first ``nbytes`` bytes (as a plain
+        conn's write); returns how many. A failed write (a timeout too)
+        breaks the conn for writing: later writes raise it."""
         if isinstance(data, str):
             raise TypeError("write() needs bytes-like data, not str (encode it first)")
+        mv = memoryview(data).cast("B")
+        if nbytes is not None:
+            if isinstance(nbytes, bool) or not isinstance(nbytes, int):
+                raise TypeError(f"write() nbytes must be an int or None, not {type(nbytes).__name__}")
+            if nbytes < 0:
+                raise ValueError(f"write() nbytes must not be negative, got {nbytes}")
+            if nbytes > len(mv):
+                raise ValueError(f"write() nbytes {nbytes} is larger than the buffer ({len(mv)} bytes)")
+            mv = mv[:nbytes]
         if not self._hs_done:
             await self.handshake()
-        mv = memoryview(data).cast("B")
         n = len(mv)
         if not n:
             self._check_write()

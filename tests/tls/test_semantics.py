@@ -228,6 +228,27 @@ def test_writev(backend_name):
     run(backend_name, main)
 
 
+def test_write_nbytes_writes_a_prefix_and_bad_counts_fail_at_the_call(backend_name):
+    """write(buf, n) as a plain conn's: the first n bytes; a bad n is a
+    clear error before anything is sent, and the conn stays usable."""
+    async def main():
+        ln, c, s = await tls_pair()
+        with ln, c, s:
+            buf = bytearray(pattern(100_000, 7))
+            assert await c.write(buf, 70_000) == 70_000
+            assert await c.write(buf, 0) == 0
+            assert await c.write(b"tail", nbytes=None) == 4
+            for bad, cls, msg in [(-1, ValueError, "must not be negative"),
+                                  (100_001, ValueError, "larger than the buffer"),
+                                  (1.0, TypeError, "must be an int or None, not float"),
+                                  (True, TypeError, "must be an int or None, not bool")]:
+                with pytest.raises(cls, match=msg):
+                    await c.write(buf, bad)
+            assert await read_full(s, 70_004) == bytes(buf[:70_000]) + b"tail"
+
+    run(backend_name, main)
+
+
 def test_deadlines_and_addresses_pass_through(backend_name):
     async def main():
         ln, c, s = await tls_pair()
