@@ -4,10 +4,12 @@ so loss, resets and black holes reach a TLS conn as they reach a plain one.
 - Loss: 40 TLS connections through 5 % random loss each way, each under a
   deadline of its own, handshake and four echoed messages of up to 256 KiB.
   Expected: every connection finishes or times out at its deadline (within
-  SLACK); the bytes that come back are the bytes sent; no other error, and
-  no TLS error at all (TCP repairs loss below the record layer, so a record
-  that fails authentication would be netpoll's fault); descriptors before
-  == after.
+  SLACK); the bytes that come back are the bytes sent; no other error
+  (but at most one reset of a connection the server never accepted, its
+  kernel's, as in test_loss), and no TLS error at all before the deadline
+  (TCP repairs loss below the record layer, so a record that fails
+  authentication would be netpoll's fault; after it, a server side sees its
+  client's handshake or stream cut short); descriptors before == after.
 - A RST in the middle of a TLS stream fails the reader's read with
   ConnectionResetError (the FD layer's OpError, not a TLS record error and
   not an EOF).
@@ -59,9 +61,20 @@ async def read_exact(conn, n: int) -> bytes:
     return bytes(out)
 
 
+async def write_all(tc, msg: bytes):
+    """tc.write(msg) in a goroutine of its own: its error is returned, so a
+    reader that fails first (the same deadline) leaves no lost failure."""
+    try:
+        await tc.write(msg)
+    except OSError as e:
+        return e
+    return None
+
+
 def test_tls_through_loss(backend_name, path):
     path.set_loss(5)
-    stats = {"finished": 0, "timed_out": 0, "late": [], "unexpected": [], "running": 0}
+    stats = {"finished": 0, "timed_out": 0, "late": [], "unexpected": [], "running": 0,
+             "accepted": set(), "resets": [], "kernel_resets": 0}
 
     async def echo(conn, deadline):
         tc = tls.server(conn, server_ctx())
@@ -73,10 +86,12 @@ def test_tls_through_loss(backend_name, path):
                 if n == 0:
                     return
                 await tc.write(memoryview(buf)[:n])
-        except (TimeoutError, ConnectionResetError, BrokenPipeError):
-            pass  # its client gave up (deadline) and closed or reset
         except Exception as e:
-            stats["unexpected"].append(f"server: {e!r}")
+            # Clients give up at the deadline, closing or resetting mid-way
+            # (a TLS error too: a handshake cut short); before it, no
+            # server side fails.
+            if netpoll.now() < deadline:
+                stats["unexpected"].append(f"server: {e!r}, {deadline - netpoll.now():.3f} s before the deadline")
         finally:
             tc.close()
             stats["running"] -= 1
@@ -88,6 +103,7 @@ def test_tls_through_loss(backend_name, path):
             except netpoll.ClosedError:
                 return
             stats["running"] += 1
+            stats["accepted"].add(conn.remote_addr.port)
             netpoll.go(echo(conn, deadline))
 
     async def client(i, address, deadline):
@@ -100,9 +116,11 @@ def test_tls_through_loss(backend_name, path):
             await tc.handshake()
             for _ in range(4):
                 msg = rng.randbytes(rng.randrange(1, MAX_MSG))
-                writer = netpoll.go(tc.write(msg))
+                writer = netpoll.go(write_all(tc, msg))
                 got = await read_exact(tc, len(msg))
-                await writer
+                failed = await writer
+                if failed is not None:
+                    raise failed
                 if got != msg:
                     stats["unexpected"].append(f"client {i}: {len(msg)} bytes came back altered")
                     return
@@ -114,6 +132,9 @@ def test_tls_through_loss(backend_name, path):
             else:
                 stats["timed_out"] += 1
                 stats["late"].append(late)
+        except ConnectionResetError as e:
+            port = tc.local_addr.port if tc is not None else None
+            stats["resets"].append((port, f"client {i}: {e!r}"))
         except Exception as e:
             stats["unexpected"].append(f"client {i}: {e!r}")
         finally:
@@ -136,10 +157,18 @@ def test_tls_through_loss(backend_name, path):
     before = open_fds()
     run(path, backend_name, main)
     after = open_fds()
-    report = {k: v for k, v in stats.items() if k != "late"}
+    # As in test_loss.judge_resets: a reset of a connection the server never
+    # accepted is its kernel's (a handshake it dropped), not netpoll's.
+    for port, what in stats["resets"]:
+        if port in stats["accepted"]:
+            stats["unexpected"].append(what)
+        else:
+            stats["kernel_resets"] += 1
+    report = {k: v for k, v in stats.items() if k not in ("late", "accepted", "resets")}
     assert stats["running"] == 0, report
     assert stats["unexpected"] == [], report
-    assert stats["finished"] + stats["timed_out"] == CONNS, report
+    assert stats["finished"] + stats["timed_out"] + stats["kernel_resets"] == CONNS, report
+    assert stats["kernel_resets"] <= 1, report
     assert stats["finished"] > 0, report
     assert max(stats["late"], default=0.0) < SLACK, report
     assert after == before

@@ -573,8 +573,8 @@ def test_no_deadlock_while_parked_in_poll_descriptor(backend_name):
         p = Pair()
         t = threading.Timer(0.1, p.b.send, args=(b"late",))
         try:
+            t0 = time.monotonic()  # before start: the timer counts from there
             t.start()
-            t0 = time.monotonic()
             data = await p.read()
             return data, time.monotonic() - t0
         finally:
