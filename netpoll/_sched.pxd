@@ -46,6 +46,7 @@ cdef class Sched:
     cdef bint idle_forever(self)
     cdef int inject(self, object item) except -1
     cdef int siginit(self) except -1
+    cdef int sigforward(self, int r, int fd) except -1
     cdef int sigpark(self) except -1
     cdef int sigdrain(self) except -1
     cdef int sigwake(self) except -1

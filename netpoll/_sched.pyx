@@ -36,6 +36,7 @@ from numbers import Real as _Real
 from netpoll._netpoll cimport (Backend, Park, PollDesc, Timer, Timers, _Wait,
                                nanotime, TIMER_READY)
 from netpoll._netpoll import pollclose, pollopen
+from netpoll import _syscall
 from netpoll.errors import DeadlockError, NetpollError
 
 cdef extern from "pythread.h":
@@ -647,14 +648,29 @@ cdef class Sched:
         # else (asyncio) is left alone.
         if self.sigpd is not None or _threading.current_thread() is not _threading.main_thread():
             return 0  # kept from a run(end=False) before, or not the main thread
-        old = _signal.set_wakeup_fd(-1)
+        # set_wakeup_fd can only be read by replacing it, so ours goes in
+        # first: a probe with -1 would leave a window in which a signal
+        # writes nowhere, and asyncio, which learns of its signals only from
+        # its wakeup fd, would never see it (a SIGCHLD lost, a child never
+        # reaped). A signal that lands while ours stands in for theirs
+        # writes its number to our pipe; it is handed on to theirs.
+        r, w = _syscall.pipe()  # pipe2 where the OS has it (macOS does not)
+        try:
+            old = _signal.set_wakeup_fd(w, warn_on_full_buffer=False)
+        except BaseException:
+            _os.close(r)
+            _os.close(w)
+            raise
         if old != -1:
-            _signal.set_wakeup_fd(old)
+            try:
+                _signal.set_wakeup_fd(old)
+                self.sigforward(r, old)
+            finally:
+                _os.close(r)
+                _os.close(w)
             return 0
-        r, w = _os.pipe2(_os.O_NONBLOCK | _os.O_CLOEXEC)
         try:
             self.sigpd = self.pollopen(r)
-            _signal.set_wakeup_fd(w, warn_on_full_buffer=False)
         except BaseException:
             if self.sigpd is not None:
                 self.sigpd.evict()
@@ -667,6 +683,20 @@ cdef class Sched:
         self.sigw = w
         self.sigpark()
         return 0
+
+    cdef int sigforward(self, int r, int fd) except -1:
+        # Signal numbers written to our pipe, on to the wakeup fd `fd`.
+        while True:
+            try:
+                data = _os.read(r, 512)
+            except BlockingIOError:
+                return 0
+            if not data:
+                return 0
+            try:
+                _os.write(fd, data)
+            except OSError:
+                return 0  # theirs is full: it is readable, its reader will look
 
     cdef int sigpark(self) except -1:
         # The wakeup pipe waits like a goroutine would, with self as waiter,

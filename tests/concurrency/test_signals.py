@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import threading
 import time
 
@@ -259,3 +260,39 @@ def test_many_signals_under_load_all_seen(backend_name, usr1):
         return got
 
     assert run(main(), backend_name) == 20
+
+
+def test_a_signal_while_the_runtime_looks_at_another_wakeup_fd_reaches_it(backend_name, usr1, monkeypatch):
+    """Someone else's wakeup fd (asyncio's self-pipe) is set: the runtime
+    finds that out at run() by putting its own in for a moment. A signal
+    that lands in that moment must still reach theirs: asyncio learns of its
+    signals only from that byte (a SIGCHLD lost there left a child never
+    reaped). The signal is raised inside the swap, every time."""
+    theirs_r, theirs_w = socket.socketpair()
+    theirs_r.setblocking(False)
+    theirs_w.setblocking(False)
+    real = signal.set_wakeup_fd
+    raised = []
+
+    def swap(fd, **kw):
+        old = real(fd, **kw)
+        if old == theirs_w.fileno() and not raised:
+            raised.append(fd)
+            signal.raise_signal(usr1)  # the C handler runs now
+        return old
+
+    signal.signal(usr1, lambda *_: None)  # as asyncio's: the byte is what counts
+    previous = real(theirs_w.fileno())
+    monkeypatch.setattr(signal, "set_wakeup_fd", swap)
+    try:
+        async def main():
+            await netpoll.sleep(0)
+
+        run(main(), backend_name)
+        assert raised, "run() did not look at the wakeup fd"
+        assert real(-1) == theirs_w.fileno(), "theirs was not put back"
+        assert theirs_r.recv(16) == bytes([usr1])
+    finally:
+        real(previous)
+        theirs_r.close()
+        theirs_w.close()
