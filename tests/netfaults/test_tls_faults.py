@@ -27,7 +27,7 @@ import netpoll
 from netpoll import net, tls
 
 from support import open_fds
-from nfutil import SLACK, addr, close_all, listen, pair, run
+from nfutil import SLACK, addr, close_all, listen, pair, read_full, run
 
 trustme = pytest.importorskip("trustme", reason="the TLS tests make their certificates with trustme")
 
@@ -48,17 +48,6 @@ def client_ctx() -> ssl.SSLContext:
     ctx = ssl.create_default_context()
     CA.configure_trust(ctx)
     return ctx
-
-
-async def read_exact(conn, n: int) -> bytes:
-    out = bytearray()
-    buf = bytearray(65536)
-    while len(out) < n:
-        m = await conn.read(memoryview(buf)[: min(len(buf), n - len(out))])
-        if m == 0:
-            raise EOFError(f"EOF after {len(out)} of {n} bytes")
-        out += buf[:m]
-    return bytes(out)
 
 
 async def write_all(tc, msg: bytes):
@@ -117,7 +106,7 @@ def test_tls_through_loss(backend_name, path):
             for _ in range(4):
                 msg = rng.randbytes(rng.randrange(1, MAX_MSG))
                 writer = netpoll.go(write_all(tc, msg))
-                got = await read_exact(tc, len(msg))
+                got = await read_full(tc, len(msg))
                 failed = await writer
                 if failed is not None:
                     raise failed
