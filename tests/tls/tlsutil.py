@@ -167,15 +167,6 @@ class PeerThread:
         return self.result
 
 
-def recv_all(s: Any) -> bytes:
-    out = bytearray()
-    while True:
-        d = s.recv(65536)
-        if not d:
-            return bytes(out)
-        out += d
-
-
 def have(tool: str) -> Optional[str]:
     return shutil.which(tool)
 
