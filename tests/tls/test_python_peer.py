@@ -156,10 +156,12 @@ def test_bulk_16mib_each_way_python_peer(backend_name):
             await tc.write(data_up)
             await tc.close_write()
 
-        g = netpoll.go(writer())
-        down = await read_full(tc, len(data_down))
-        await g
-        tc.close()
+        try:
+            g = netpoll.go(writer())
+            down = await read_full(tc, len(data_down))
+            await g
+        finally:
+            tc.close()
         return sha(down), await peer.wait()
 
     down, up = run(backend_name, main)
