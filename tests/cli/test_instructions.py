@@ -88,3 +88,43 @@ def test_one_connection_count_at_a_time():
     p = bench("--conns", "4,8", timeout=60)
     assert p.returncode == 2
     assert "one --conns count" in p.stderr, p.stderr
+
+
+IGNORES_FIRST = ("import signal, sys, time\n"
+                 "n = []\n"
+                 "signal.signal(signal.SIGTERM, lambda *a: n.append(1) if len(n) < {k} else sys.exit(0))\n"
+                 "print('up', flush=True)\n"
+                 "while True: time.sleep(0.01)\n")
+
+
+def _sleeper(k: int) -> subprocess.Popen:
+    p = subprocess.Popen([sys.executable, "-c", IGNORES_FIRST.format(k=k)], stdout=subprocess.PIPE, text=True)
+    assert p.stdout.readline() == "up\n"
+    return p
+
+
+def test_stop_sends_sigterm_again_to_a_server_that_sat_one_out(monkeypatch):
+    from netpoll.benchmark import instructions
+    monkeypatch.setattr(instructions, "RESEND", 0.2)
+    p = _sleeper(1)
+    try:
+        instructions.stop_under_valgrind(p, "sleeper")
+        assert p.returncode == 0
+    finally:
+        p.kill()
+        p.wait()
+        p.stdout.close()
+
+
+def test_stop_gives_up_with_a_clear_error(monkeypatch):
+    from netpoll.benchmark import instructions
+    monkeypatch.setattr(instructions, "RESEND", 0.1)
+    monkeypatch.setattr(instructions, "EXIT_TIMEOUT", 0.5)
+    p = _sleeper(10**6)
+    try:
+        with pytest.raises(RuntimeError, match="sleeper did not exit within 0 s of SIGTERM"):
+            instructions.stop_under_valgrind(p, "sleeper")
+    finally:
+        p.kill()
+        p.wait()
+        p.stdout.close()
