@@ -46,7 +46,6 @@ cdef class Sched:
     cdef bint idle_forever(self)
     cdef int inject(self, object item) except -1
     cdef int siginit(self) except -1
-    cdef int sigforward(self, int r, int fd) except -1
     cdef int sigpark(self) except -1
     cdef int sigdrain(self) except -1
     cdef int sigwake(self) except -1
@@ -56,6 +55,12 @@ cdef class Sched:
 
 
 cdef Sched getsched()
+
+
+cdef inline int _reraise() except -1:
+    # Hands the pending exception (left by a call declared without an
+    # exception check) to the caller's except clause.
+    return -1
 
 
 cdef class RuntimeTimer:

@@ -54,12 +54,22 @@ cdef extern from "Python.h":
     int PyIter_Send(object iter, object arg, PyObject **presult)
 
 
-cdef int _reraise() except -1:
-    # Hands the pending exception to the caller's except clause.
-    return -1
-
-
 cdef object _tls = _threading.local()
+
+
+cdef int _sigforward(int r, int fd) except -1:
+    # Signal numbers written to our pipe r, on to the wakeup fd `fd`.
+    while True:
+        try:
+            data = _os.read(r, 512)
+        except BlockingIOError:
+            return 0
+        if not data:
+            return 0
+        try:
+            _os.write(fd, data)
+        except OSError:
+            return 0  # theirs is full: it is readable, its reader will look
 
 
 # The runtime that started last and its thread: a lookup that skips the
@@ -664,7 +674,7 @@ cdef class Sched:
         if old != -1:
             try:
                 _signal.set_wakeup_fd(old)
-                self.sigforward(r, old)
+                _sigforward(r, old)
             finally:
                 _os.close(r)
                 _os.close(w)
@@ -672,6 +682,7 @@ cdef class Sched:
         try:
             self.sigpd = self.pollopen(r)
         except BaseException:
+            _signal.set_wakeup_fd(-1)  # ours, about to be closed
             if self.sigpd is not None:
                 self.sigpd.evict()
                 pollclose(self.sigpd)
@@ -683,20 +694,6 @@ cdef class Sched:
         self.sigw = w
         self.sigpark()
         return 0
-
-    cdef int sigforward(self, int r, int fd) except -1:
-        # Signal numbers written to our pipe, on to the wakeup fd `fd`.
-        while True:
-            try:
-                data = _os.read(r, 512)
-            except BlockingIOError:
-                return 0
-            if not data:
-                return 0
-            try:
-                _os.write(fd, data)
-            except OSError:
-                return 0  # theirs is full: it is readable, its reader will look
 
     cdef int sigpark(self) except -1:
         # The wakeup pipe waits like a goroutine would, with self as waiter,

@@ -296,3 +296,36 @@ def test_a_signal_while_the_runtime_looks_at_another_wakeup_fd_reaches_it(backen
         real(previous)
         theirs_r.close()
         theirs_w.close()
+
+
+def test_a_failed_wakeup_pipe_registration_leaves_no_wakeup_fd_behind(monkeypatch):
+    """run() puts its wakeup pipe in, then registers the pipe with the
+    poller. When the registration fails (here select, which cannot take a
+    descriptor past FD_SETSIZE, gets a pipe whose read end is numbered
+    2000), the error leaves run(), the pipe is closed, and the process's
+    wakeup fd is -1 again, not the closed pipe's."""
+    import fcntl
+    from netpoll import _syscall
+    real = _syscall.pipe
+    made = []
+
+    def high_pipe():
+        r, w = real()
+        hi = fcntl.fcntl(r, fcntl.F_DUPFD_CLOEXEC, 2000)
+        os.close(r)
+        made.append((hi, w))
+        return hi, w
+
+    monkeypatch.setattr(_syscall, "pipe", high_pipe)
+    assert signal.set_wakeup_fd(-1) == -1
+
+    async def main():
+        return None
+
+    with pytest.raises(ValueError, match="FD_SETSIZE|1024"):
+        netpoll.run(main(), backend="select")
+    assert made, "run() made no wakeup pipe"
+    assert signal.set_wakeup_fd(-1) == -1, "the failed run left its closed pipe as the wakeup fd"
+    for fd in made[0]:
+        with pytest.raises(OSError):
+            os.fstat(fd)
