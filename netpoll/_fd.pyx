@@ -53,7 +53,7 @@ from netpoll._netpoll cimport (PollDesc, Park, _Wait, nanotime, pollerror,
                                polldeadline, pollpending, pollreset, pollskipok,
                                pollErrTimeout,
                                MODE_R, MODE_W)
-from netpoll._sched cimport Sched, getsched
+from netpoll._sched cimport Sched, _reraise, getsched
 
 from netpoll import hooks as _hooks
 from netpoll._netpoll import pollclose as _pollclose
@@ -464,7 +464,7 @@ cdef class FD:
             self._rskips += 1
         return skip
 
-    cdef bint peek_empty(self) except -1:
+    cdef bint nothing_readable(self) except -1:
         # wait_readable without a known readiness: True when nothing is
         # readable now, so it must wait. Knowing that from an earlier short
         # read is enough only where skip_read says so: a TCP read stops at
@@ -902,7 +902,7 @@ cdef int _rw_step(_RW self) except -1:
         else:
             # A readiness since the last read began says "try"; without
             # one, only an empty queue (a short read where the poller
-            # allows the skip, else a peek) may wait.
+            # allows the skip, else a look with poll(2)) may wait.
             # rdrained is consumed before _begin, which may drop a
             # readiness and then fail.
             ready = pollpending(fd.pd, MODE_R)
@@ -913,7 +913,7 @@ cdef int _rw_step(_RW self) except -1:
             skip = fd.skip_read(ready)
             _begin(fd.pd, MODE_R)
             if self.kind == OP_WAITREAD:
-                if (not ready and (skip or fd.peek_empty())
+                if (not ready and (skip or fd.nothing_readable())
                         and self.wait(fd.pd.rwait)):
                     return 1
                 return 0
@@ -945,11 +945,6 @@ cdef int _rw_step(_RW self) except -1:
 # and _rw_fail, off that path, takes it over.
 ctypedef int (*_rwstepfn)(_RW) noexcept
 cdef _rwstepfn _rw_step_raw = <_rwstepfn>_rw_step
-
-
-cdef int _reraise() except -1:
-    # Hands the pending exception to the caller's except clause.
-    return -1
 
 
 cdef int _rw_fail(_RW op, FD fd) except -1:
