@@ -1,5 +1,6 @@
 """Helpers of the network-fault tests: running a runtime on a path (its
 thread in the client namespace, listeners made in the server namespace),
+RST rules against one end,
 exact reads, keep-alive settings, RSS, and a plain-socket peer process."""
 
 from __future__ import annotations
@@ -50,6 +51,17 @@ async def pair(path: netns.Path, timeout: float = 10.0):
         ln.close()
         raise
     return ln, c, s
+
+
+def reject_from(path: netns.Path, victim: str, conn: Any) -> str:
+    """A rule that answers every packet of ``conn``'s end (``victim``:
+    "client" or "server") with a RST; it sits in the other end's namespace."""
+    port = conn.local_addr.port
+    if victim == "client":
+        return path.add_rule("server", "input", f'iifname "{path.link.server_dev}" '
+                             f"ip saddr {path.link.client_ip} tcp sport {port} reject with tcp reset")
+    return path.add_rule("client", "input", f'iifname "{path.link.client_dev}" '
+                         f"ip saddr {path.link.server_ip} tcp sport {port} reject with tcp reset")
 
 
 def close_all(*fds: Any) -> None:

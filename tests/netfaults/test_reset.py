@@ -16,21 +16,10 @@ import pytest
 import netpoll
 from netpoll import net
 
-from nfutil import addr, close_all, listen, pair, run
+from nfutil import addr, close_all, listen, pair, reject_from, run
 
 SAFETY = 10.0  # a deadline no step should reach: a hang becomes a failure
 PATTERN = bytes(range(256)) * 256  # 64 KiB
-
-
-def reject_from(path, victim: str, conn) -> str:
-    """A rule that answers every packet of ``conn``'s end (``victim``) with a
-    RST; it sits in the other end's namespace."""
-    port = conn.local_addr.port
-    if victim == "client":
-        return path.add_rule("server", "input", f'iifname "{path.link.server_dev}" '
-                             f"ip saddr {path.link.client_ip} tcp sport {port} reject with tcp reset")
-    return path.add_rule("client", "input", f'iifname "{path.link.client_dev}" '
-                         f"ip saddr {path.link.server_ip} tcp sport {port} reject with tcp reset")
 
 
 def assert_reset(e: BaseException, op: str) -> None:

@@ -27,7 +27,7 @@ import netpoll
 from netpoll import net, tls
 
 from support import open_fds
-from nfutil import SLACK, addr, close_all, listen, pair, read_full, run
+from nfutil import SLACK, addr, close_all, listen, pair, read_full, reject_from, run
 
 trustme = pytest.importorskip("trustme", reason="the TLS tests make their certificates with trustme")
 
@@ -195,9 +195,7 @@ def test_rst_mid_tls_stream_fails_the_read(backend_name, path):
                     assert bytes(buf[:n]) == (pattern * 2)[got % len(pattern):][:n], f"corrupt at byte {got}"
                     got += n
                     if rule is None and got >= 256 << 10:
-                        port = c.local_addr.port
-                        rule = path.add_rule("server", "input", f'iifname "{path.link.server_dev}" '
-                                             f"ip saddr {path.link.client_ip} tcp sport {port} reject with tcp reset")
+                        rule = reject_from(path, "client", c)
             assert isinstance(err.value, net.OpError) and not isinstance(err.value, tls.TLSError), repr(err.value)
             assert rule is not None and path.hits(rule) > 0
             sending[0] = False
