@@ -463,6 +463,67 @@ class Resolver:
             raise _net.AddrError(f"port {port} out of range 0-65535", service)
         return port
 
+    async def getaddrinfo(self, host: Union[str, bytes, None], port: Union[str, bytes, int, None],
+                          family: int = 0, type: int = 0, proto: int = 0, flags: int = 0, *,
+                          deadline: Optional[float] = None) -> list[tuple[Any, ...]]:
+        """``socket.getaddrinfo``'s answer and errors (``socket.gaierror``),
+        without blocking the runtime: inline when it needs no lookup, else in
+        the resolver's pool, shared by identical lookups in flight. A passed
+        deadline is a DNSTimeoutError."""
+        args = (host, port, family, type, proto, flags)
+        infos = _gai_at_once(*args)
+        if infos is None:
+            infos = await self._pooled(("getaddrinfo", *args), lambda: _socket.getaddrinfo(*args),
+                                       deadline, host)
+        return list(infos)  # each caller's own list: a shared lookup is not shared state
+
+    async def getnameinfo(self, sockaddr: tuple[Any, ...], flags: int = 0, *,
+                          deadline: Optional[float] = None) -> tuple[str, str]:
+        """``socket.getnameinfo``'s answer and errors, as ``getaddrinfo`` does:
+        inline with NI_NUMERICHOST and NI_NUMERICSERV (no lookup), else in
+        the pool."""
+        numeric = _socket.NI_NUMERICHOST | _socket.NI_NUMERICSERV
+        if not isinstance(sockaddr, tuple) or not sockaddr or not isinstance(flags, int) \
+                or flags & numeric == numeric or not _hashable(sockaddr):
+            return _socket.getnameinfo(sockaddr, flags)  # no lookup, or socket's own error
+        return await self._pooled(("getnameinfo", sockaddr, flags),
+                                  lambda: _socket.getnameinfo(sockaddr, flags), deadline, sockaddr[0])
+
+    async def _pooled(self, key: tuple, fn: Callable[[], Any], deadline: Optional[float], name: Any) -> Any:
+        try:
+            return await self._group.do(key, fn, deadline)
+        except _Timeout:
+            raise DNSTimeoutError(str(name)) from None
+
+
+def _gai_at_once(host: Any, port: Any, family: Any, socktype: Any, proto: Any, flags: Any) -> Optional[list]:
+    # getaddrinfo's answer when it needs no lookup: no host or a numeric one
+    # (told to glibc with AI_NUMERICHOST, so it cannot fall through to DNS),
+    # and no port or a numeric one; an argument socket refuses fails here,
+    # at once, with socket's own error. None: the lookup goes to the pool.
+    if not all(isinstance(a, int) for a in (family, socktype, proto, flags)) \
+            or not isinstance(host, (str, bytes, type(None))) \
+            or not isinstance(port, (str, bytes, int, type(None))):
+        return _socket.getaddrinfo(host, port, family, socktype, proto, flags)
+    if isinstance(port, (str, bytes)):
+        if not _DIGITS.fullmatch(port.decode("latin-1") if isinstance(port, bytes) else port):
+            return None
+        flags |= _socket.AI_NUMERICSERV
+    if host is not None:
+        text = host.decode("latin-1") if isinstance(host, bytes) else host
+        if _numeric_ip(text) is None:
+            return None
+        flags |= _socket.AI_NUMERICHOST
+    return _socket.getaddrinfo(host, port, family, socktype, proto, flags)
+
+
+def _hashable(x: Any) -> bool:
+    try:
+        hash(x)
+    except TypeError:
+        return False
+    return True
+
 
 #: The resolver the package-level functions and a Dialer without one use.
 default_resolver = Resolver()

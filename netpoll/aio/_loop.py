@@ -21,7 +21,7 @@ from asyncio.base_events import _format_handle  # asyncio's wording for slow cal
 from asyncio.log import logger
 from typing import Any, Mapping, Optional
 
-from netpoll import _netpoll, _sched
+from netpoll import _netpoll, _resolve, _sched
 from netpoll._table import backend_class, resolve
 from netpoll.errors import NotPollableError
 from netpoll.aio import _core, _transport
@@ -216,6 +216,41 @@ class EventLoop(asyncio.SelectorEventLoop):  # type: ignore[misc,valid-type]
             ssl_shutdown_timeout=ssl_shutdown_timeout)
         self._make_socket_transport(rawsock, ssl_protocol, extra=extra, server=server)
         return ssl_protocol._app_transport
+
+    # Names go to netpoll's resolver (its pool, shared lookups in flight;
+    # none for a numeric host and port), as asyncio's create_connection,
+    # create_server and sock_connect find them through these two methods.
+    async def getaddrinfo(self, host: Any, port: Any, *, family: int = 0, type: int = 0,
+                          proto: int = 0, flags: int = 0) -> list[tuple[Any, ...]]:
+        infos = _resolve._gai_at_once(host, port, family, type, proto, flags)
+        if infos is not None:
+            return infos
+        return await self._lookup(_resolve.default_resolver.getaddrinfo(
+            host, port, family, type, proto, flags))
+
+    async def getnameinfo(self, sockaddr: Any, flags: int = 0) -> tuple[str, str]:
+        return await self._lookup(_resolve.default_resolver.getnameinfo(sockaddr, flags))
+
+    def _lookup(self, coro: Any) -> "asyncio.Future[Any]":
+        # The lookup is a goroutine; a task awaits its future. A future
+        # cancelled meanwhile drops the answer (the shared lookup goes on for
+        # the others), and a loop closed meanwhile closes the goroutine.
+        fut = self.create_future()
+
+        async def lookup() -> None:
+            try:
+                value = await coro
+            except (GeneratorExit, KeyboardInterrupt, SystemExit):
+                raise
+            except BaseException as e:
+                if not fut.done():
+                    fut.set_exception(e)
+            else:
+                if not fut.done():
+                    fut.set_result(value)
+
+        _sched.go(lookup())
+        return fut
 
     def _run_once(self) -> None:
         # One run of the runtime, until stop(): run_forever calls this in its
