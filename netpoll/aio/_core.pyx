@@ -23,7 +23,7 @@ backends (poll, select) re-arm instead, and their next netpoll reports the
 level.
 """
 
-from cpython.contextvars cimport PyContext_Enter, PyContext_Exit
+from cpython.contextvars cimport PyContext_CopyCurrent, PyContext_Enter, PyContext_Exit
 from cpython.pythread cimport PyThread_get_thread_ident
 from libc.stdint cimport int64_t
 from libc.stdlib cimport free, malloc
@@ -35,8 +35,14 @@ from netpoll._netpoll cimport (MODE_R, MODE_W, TIMER_READY, Park, PollDesc,
 from netpoll._sched cimport G, Sched
 
 import heapq as _heapq
+from asyncio import base_events as _base_events
 from asyncio import events as _events
 from asyncio import format_helpers as _format_helpers
+from asyncio import tasks as _tasks
+from time import monotonic as _monotonic
+
+_base_call_later = _base_events.BaseEventLoop.call_later
+_base_create_task = _base_events.BaseEventLoop.create_task
 
 cdef extern from "<poll.h>" nogil:
     struct pollfd:
@@ -223,6 +229,40 @@ cdef class Core:
 
 cdef object _Handle = _events.Handle
 cdef object _TimerHandle = _events.TimerHandle
+# asyncio's Handle and TimerHandle are built here without their Python
+# __init__ (the same fields, as they are outside debug mode), while their
+# slots are the ones known; a Python whose handles differ gets the
+# constructors.
+cdef bint _bare_handles = (
+    tuple(_Handle.__slots__) == ('_callback', '_args', '_cancelled', '_loop',
+                                 '_source_traceback', '_repr', '__weakref__', '_context')
+    and tuple(_TimerHandle.__slots__) == ('_scheduled', '_when'))
+
+
+cdef inline object _fill(object h, object callback, tuple args, object loop, object context):
+    h._context = PyContext_CopyCurrent() if context is None else context
+    h._loop = loop
+    h._callback = callback
+    h._args = args
+    h._cancelled = False
+    h._repr = None
+    h._source_traceback = None
+    return h
+
+
+cdef object _new_handle(object callback, tuple args, object loop, object context):
+    if not _bare_handles:
+        return _Handle(callback, args, loop, context)
+    return _fill(_Handle.__new__(_Handle), callback, args, loop, context)
+
+
+cdef object _new_timer(object when, object callback, tuple args, object loop, object context):
+    if not _bare_handles:
+        return _TimerHandle(when, callback, args, loop, context)
+    h = _fill(_TimerHandle.__new__(_TimerHandle), callback, args, loop, context)
+    h._when = when
+    h._scheduled = False
+    return h
 
 
 cdef int _run_handle(object h) except -1:
@@ -252,14 +292,18 @@ cdef int _run_handle(object h) except -1:
     return 0
 
 
+# The loop's methods on asyncio's path for each callback, timer and task:
+# outside debug mode each is one compiled frame with asyncio's behaviour
+# (debug mode runs asyncio's own, which records source tracebacks).
+
 def call_soon(self, callback, *args, context=None):
     """asyncio's call_soon (a Handle on the ready queue), then the idle loop
-    goroutine is woken. Outside debug mode it is this one compiled frame."""
+    goroutine is woken."""
     if self._debug:
         return self._call_soon_debug(callback, args, context)
     if self._closed:
         raise RuntimeError('Event loop is closed')
-    h = _Handle(callback, args, self, context)
+    h = _new_handle(callback, args, self, context)
     self._ready.append(h)
     (<Core>self._core).wake()
     return h
@@ -267,18 +311,45 @@ def call_soon(self, callback, *args, context=None):
 
 def call_at(self, when, callback, *args, context=None):
     """asyncio's call_at (a TimerHandle on the heap), then the idle loop
-    goroutine's timer is moved; compiled outside debug mode, as call_soon."""
+    goroutine's timer is moved."""
     if self._debug:
         return self._call_at_debug(when, callback, args, context)
     if when is None:
         raise TypeError("when cannot be None")
     if self._closed:
         raise RuntimeError('Event loop is closed')
-    timer = _TimerHandle(when, callback, args, self, context)
+    timer = _new_timer(when, callback, args, self, context)
     _heapq.heappush(self._scheduled, timer)
     timer._scheduled = True
     (<Core>self._core).rearm(timer._when)
     return timer
+
+
+def call_later(self, delay, callback, *args, context=None):
+    """asyncio's call_later: call_at(self.time() + delay)."""
+    if self._debug:
+        return _base_call_later(self, delay, callback, *args, context=context)
+    if delay is None:
+        raise TypeError('delay must not be None')
+    return self.call_at(self.time() + delay, callback, *args, context=context)
+
+
+def create_task(self, coro, *, name=None, context=None):
+    """asyncio's create_task: a Task, or the task factory's."""
+    if self._debug or self._task_factory is not None:
+        return _base_create_task(self, coro, name=name, context=context)
+    if self._closed:
+        raise RuntimeError('Event loop is closed')
+    return _tasks.Task(coro, loop=self, name=name, context=context)
+
+
+def time(self):
+    """asyncio's loop.time(): time.monotonic()."""
+    return _monotonic()
+
+
+def get_debug(self):
+    return self._debug
 
 
 cdef bint _level(int fd, int mode):

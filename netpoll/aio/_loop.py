@@ -302,6 +302,10 @@ class EventLoop(asyncio.SelectorEventLoop):  # type: ignore[misc,valid-type]
         return handle
 
     call_at = _core.call_at
+    call_later = _core.call_later
+    create_task = _core.create_task
+    time = _core.time
+    get_debug = _core.get_debug
 
     def _call_at_debug(self, when: float, callback: Any, args: tuple,
                        context: Any) -> asyncio.TimerHandle:
