@@ -54,6 +54,7 @@ from netpoll._netpoll cimport (PollDesc, Park, _Wait, nanotime, pollerror,
                                pollErrTimeout,
                                MODE_R, MODE_W)
 from netpoll._sched cimport Sched, _reraise, getsched
+from netpoll._syscall cimport POLLIN, poll_now
 
 from netpoll import hooks as _hooks
 from netpoll._netpoll import pollclose as _pollclose
@@ -71,15 +72,6 @@ cdef extern from "<sys/uio.h>" nogil:
         void *iov_base
         size_t iov_len
     ssize_t writev(int fd, const iovec *iov, int iovcnt)
-
-cdef extern from "<poll.h>" nogil:
-    struct pollfd:
-        int fd
-        short events
-        short revents
-    int c_poll "poll"(pollfd *fds, unsigned long nfds, int timeout)
-    enum:
-        POLLIN
 
 cdef extern from "<errno.h>" nogil:
     int errno
@@ -470,20 +462,8 @@ cdef class FD:
         # read is enough only where skip_read says so: a TCP read stops at
         # an urgent mark, a unix stream read after a message carrying
         # descriptors, with more data queued and no new edge to come.
-        # A zero-timeout poll(2) looks without consuming anything: a
-        # MSG_PEEK recv would take the socket's pending error (a reset) and
-        # leave the read after it an EOF.
-        cdef pollfd p
-        cdef int n
-        p.fd = self._sysfd
-        p.events = POLLIN
-        while True:
-            p.revents = 0
-            n = c_poll(&p, 1, 0)
-            if n >= 0:
-                return n == 0  # POLLIN, or POLLERR/POLLHUP for an error or EOF
-            if errno != EINTR:
-                return False  # the read says
+        # A poll(2) that fails leaves it to the read.
+        return poll_now(self._sysfd, POLLIN) == 0
 
     cdef bint read_once(self, _RW op) except -1:
         # True: done (op.n set); False: EAGAIN.

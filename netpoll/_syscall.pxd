@@ -1,3 +1,5 @@
+from libc.errno cimport EINTR, errno
+
 # The platform-gated system calls, chosen when the module that cimports this
 # file is compiled (Go's internal/poll sock_cloexec.go / sys_cloexec.go and
 # runtime nbpipe_pipe2.go / nbpipe_pipe.go):
@@ -108,3 +110,33 @@ cdef extern from *:
     int netpoll_accept(int fd) nogil
     int netpoll_pipe(int p[2]) nogil
     int netpoll_eventfd() nogil
+
+
+cdef extern from "<poll.h>" nogil:
+    struct pollfd:
+        int fd
+        short events
+        short revents
+    int poll(pollfd *fds, unsigned long nfds, int timeout)
+    enum:
+        POLLIN
+        POLLOUT
+        POLLERR
+        POLLHUP
+
+
+cdef inline int poll_now(int fd, short events) noexcept nogil:
+    # What fd is ready for now: the revents of a zero-timeout poll(2), which
+    # consumes nothing (a recv with MSG_PEEK would take a pending reset), or
+    # -1 when poll fails (errno); EINTR is retried.
+    cdef pollfd p
+    cdef int n
+    p.fd = fd
+    p.events = events
+    while True:
+        p.revents = 0
+        n = poll(&p, 1, 0)
+        if n >= 0:
+            return p.revents
+        if errno != EINTR:
+            return -1

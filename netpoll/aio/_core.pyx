@@ -33,6 +33,7 @@ from netpoll._netpoll cimport (MODE_R, MODE_W, TIMER_READY, Park, PollDesc,
                                netpollcheckerr, pdG, pdNil, pdReady,
                                pollErrClosing, pollreset)
 from netpoll._sched cimport G, Sched
+from netpoll._syscall cimport POLLERR, POLLHUP, POLLIN, POLLOUT, poll, poll_now, pollfd
 
 import heapq as _heapq
 from asyncio import base_events as _base_events
@@ -43,18 +44,6 @@ from time import monotonic as _monotonic
 
 _base_call_later = _base_events.BaseEventLoop.call_later
 _base_create_task = _base_events.BaseEventLoop.create_task
-
-cdef extern from "<poll.h>" nogil:
-    struct pollfd:
-        int fd
-        short events
-        short revents
-    int poll(pollfd *fds, unsigned long nfds, int timeout)
-    enum:
-        POLLIN
-        POLLOUT
-        POLLERR
-        POLLHUP
 
 
 cdef enum:
@@ -353,13 +342,10 @@ def get_debug(self):
 
 
 cdef bint _level(int fd, int mode):
-    # The fd is ready for mode now (poll(2) of timeout 0).
-    cdef pollfd p
-    p.fd = fd
-    p.events = POLLIN if mode == MODE_R else POLLOUT
-    p.revents = 0
-    poll(&p, 1, 0)
-    return (p.revents & (p.events | POLLERR | POLLHUP)) != 0
+    # The fd is ready for mode now.
+    cdef short events = POLLIN if mode == MODE_R else POLLOUT
+    cdef int revents = poll_now(fd, events)
+    return revents > 0 and (revents & (events | POLLERR | POLLHUP)) != 0
 
 
 cdef int64_t _when_ns(double when):
