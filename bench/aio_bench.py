@@ -1,6 +1,7 @@
 """asyncio on netpoll against the stdlib loop and uvloop: the same programs on each.
 
     python bench/aio_bench.py [--conns 1,64] [--rounds 3] [--duration 5] [--quick] [--no-wrk]
+    python bench/aio_bench.py --instructions [--requests 1000,3000] [--backends epoll]
 
 1. Echo (netpoll's C load generator and CPU accounting, netpoll.benchmark):
    an asyncio streams server (reader.read / writer.write / drain) and a
@@ -9,6 +10,9 @@
    uvloop; ratios against uvloop protocols and asyncio streams.
 2. uvicorn's hello world (an ASGI app answering "Hello, world!") under wrk,
    on each loop, if wrk is on PATH.
+3. ``--instructions``: instead, uvicorn's user-space instructions per
+   request under callgrind on each loop (valgrind's counts do not depend on
+   the machine's load, where req/s here swing by a fifth).
 
 Figures, not tests: the run prints them and exits 0.
 """
@@ -177,6 +181,91 @@ def wrk_hello(backends: list[str], duration: float, conns: int, rounds: int) -> 
                                          markdown=True, right={2, 3, 4})
 
 
+def _requests(host: str, port: int, total: int, conns: int) -> int:
+    # Exactly `total` keep-alive GETs over `conns` connections, one in flight
+    # on each; the answers that came back whole.
+    import socket
+    import threading
+
+    req = f"GET / HTTP/1.1\r\nHost: {host}\r\n\r\n".encode()
+    done = [0] * conns
+
+    def one(i: int, n: int) -> None:
+        with socket.create_connection((host, port), timeout=120) as s:
+            buf = b""
+            for _ in range(n):
+                s.sendall(req)
+                while b"Hello, world!" not in buf:
+                    chunk = s.recv(65536)
+                    if not chunk:
+                        return
+                    buf += chunk
+                buf = buf[buf.index(b"Hello, world!") + 13:]
+                done[i] += 1
+
+    threads = [threading.Thread(target=one, args=(i, total // conns + (i < total % conns)))
+               for i in range(conns)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return sum(done)
+
+
+def uvicorn_instructions(backends: list[str], counts: tuple[int, int], conns: int) -> str:
+    """User-space instructions per uvicorn request (callgrind), each loop:
+    the server counted from its first request to its exit, at two request
+    counts; the difference over the difference of the counts (so start-up
+    and shut-down cancel, as in netpoll bench --instructions)."""
+    import tempfile
+
+    from netpoll.benchmark import instructions, runner
+
+    try:
+        instructions.check()
+        import uvicorn  # noqa: F401
+    except (instructions.Unavailable, ImportError) as e:
+        return f"uvicorn instructions: not run ({e})"
+    rows = []
+    per: dict[str, float] = {}
+    with tempfile.TemporaryDirectory(prefix="netpoll-aio-callgrind-") as outdir:
+        for s in _servers("uvicorn", backends):
+            if s.skip:
+                rows.append([s.label, s.skip, "", ""])
+                continue
+            irs = []
+            for n in counts:
+                out = os.path.join(outdir, f"callgrind.{s.name}.{n}")
+                vg = [instructions.valgrind(), "-q", "--tool=callgrind", "--instr-atstart=no",
+                      f"--callgrind-out-file={out}"]
+                wrapped = runner.Server(s.name, s.label, lambda s=s, vg=vg: vg + s.argv(),
+                                        env={**s.env, "PYTHONHASHSEED": "0"})
+                srv = runner.Running(wrapped, timeout=instructions.READY_TIMEOUT)
+                try:
+                    _requests(srv.host, srv.port, conns, conns)  # connections and first answers
+                    subprocess.run([instructions._tool("callgrind_control"), "--instr=on", str(srv.pid)],
+                                   capture_output=True, timeout=60, check=True)
+                    got = _requests(srv.host, srv.port, n, conns)
+                    if got != n:
+                        raise RuntimeError(f"{s.name}: {got} of {n} requests answered")
+                    # uvicorn re-raises SIGTERM after its shutdown: the exit
+                    # status is the signal's, and callgrind still writes out.
+                    instructions.stop_under_valgrind(srv.proc, s.name)
+                finally:
+                    srv.stop()
+                irs.append(instructions.totals(out))
+            per[s.name] = (irs[1] - irs[0]) / (counts[1] - counts[0])
+    uv = per.get("uvloop-uvicorn")
+    for s in _servers("uvicorn", backends):
+        if s.name in per:
+            rows.append([s.label, s.name.split("-")[1] if s.name.startswith("netpoll") else "",
+                         f"{per[s.name]:,.0f}", f"{per[s.name] / uv:.2f}" if uv else "-"])
+    head = (f"uvicorn hello world: user-space instructions per request (callgrind), "
+            f"{counts[0]} and {counts[1]} requests over {conns} keep-alive connections")
+    return head + "\n\n" + runner.render(["loop", "backend", "instructions/request", "× uvloop"], rows,
+                                           markdown=True, right={2, 3})
+
+
 def main(argv=None) -> int:
     if argv is None:
         argv = sys.argv[1:]
@@ -196,10 +285,20 @@ def main(argv=None) -> int:
                    help="netpoll backends for the netpoll.aio rows (comma list)")
     p.add_argument("--quick", action="store_true", help="one round of 1.5 s on 64 connections")
     p.add_argument("--no-wrk", action="store_true")
+    p.add_argument("--instructions", action="store_true",
+                   help="only uvicorn's instructions per request under callgrind, on each loop")
+    p.add_argument("--requests", default="1000,3000",
+                   help="the two request counts of --instructions")
     a = p.parse_args(argv)
+    backends = [b for b in a.backends.split(",") if b]
+    if a.instructions:
+        lo, hi = (int(x) for x in a.requests.split(","))
+        if not 0 < lo < hi:
+            p.error(f"--requests wants two counts 0 < A < B, not {a.requests!r}")
+        print(uvicorn_instructions(backends, (lo, hi), 8))
+        return 0
     if a.quick:
         a.conns, a.rounds, a.duration, a.warmup = "64", 1, 1.5, 0.5
-    backends = [b for b in a.backends.split(",") if b]
     build.loadgen()
     cfg = runner.EchoConfig(conns=[int(c) for c in a.conns.split(",")], size=64, warmup=a.warmup,
                             duration=a.duration, rounds=a.rounds)
