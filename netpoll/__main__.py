@@ -125,6 +125,10 @@ def _conns(s: str) -> list[int]:
 def cmd_bench(args: argparse.Namespace) -> int:
     from netpoll.benchmark import build, runner
 
+    if args.asyncio:
+        from netpoll.benchmark import aio_bench
+
+        return aio_bench.run_from_args(args)
     if args.instructions:
         return cmd_bench_instructions(args)
     if args.tls:
@@ -289,6 +293,13 @@ def parser() -> argparse.ArgumentParser:
                    help="instead: the TLS benchmark (netpoll.tls vs asyncio+ssl, uvloop+ssl, Go crypto/tls): "
                         "echo at 64 B and 16 KiB, handshakes/s, RSS per idle TLS conn; needs go "
                         "(netpoll/benchmark/tls_bench.py)")
+    b.add_argument("--asyncio", action="store_true",
+                   help="instead: asyncio on netpoll.aio, the stdlib loop and uvloop: protocols and streams "
+                        "echo, uvicorn under wrk; with --instructions, uvicorn's instructions per request "
+                        "(netpoll/benchmark/aio_bench.py)")
+    from netpoll.benchmark import aio_bench
+
+    aio_bench.add_arguments(b)
     b.add_argument("--netpoll-bufsize", type=int, default=65536,
                    help="the netpoll servers' per-connection read buffer (default 65536)")
     return p

@@ -1,7 +1,10 @@
 """asyncio on netpoll against the stdlib loop and uvloop: the same programs on each.
 
-    python bench/aio_bench.py [--conns 1,64] [--rounds 3] [--duration 5] [--quick] [--no-wrk]
-    python bench/aio_bench.py --instructions [--requests 1000,3000] [--backends epoll]
+    netpoll bench --asyncio [--conns 1,64] [--rounds 3] [--duration 5] [--quick] [--no-wrk]
+                            [--backends epoll,poll]
+    netpoll bench --asyncio --instructions [--requests 1000,3000] [--backends epoll]
+
+(or ``python -m netpoll.benchmark.aio_bench`` with the same options)
 
 1. Echo (netpoll's C load generator and CPU accounting, netpoll.benchmark):
    an asyncio streams server (reader.read / writer.write / drain) and a
@@ -27,13 +30,11 @@ import subprocess
 import sys
 import time
 
-HERE = os.path.abspath(__file__)
-ROOT = os.path.dirname(os.path.dirname(HERE))
 BUFSIZE = 65536
 LOOPS = ("netpoll", "asyncio", "uvloop")
 
 
-# -- the servers (run as: aio_bench.py serve KIND LOOP [BACKEND]) ----------------------
+# -- the servers (run as: python -m netpoll.benchmark.aio_bench serve KIND LOOP [BACKEND]) --
 
 
 def _factory(loop: str, backend: str | None):
@@ -126,7 +127,8 @@ def _servers(kind: str, backends: list[str]):
     from netpoll.benchmark import runner
 
     def argv(loop: str, backend: str | None):
-        return lambda: [sys.executable, "-P", HERE, "serve", kind, loop] + ([backend] if backend else [])
+        return lambda: ([sys.executable, "-P", "-m", "netpoll.benchmark.aio_bench", "serve", kind, loop]
+                        + ([backend] if backend else []))
 
     # Names: the echo table's ratio columns look for "uvloop-protocols" and
     # "asyncio-streams".
@@ -269,42 +271,45 @@ def uvicorn_instructions(backends: list[str], counts: tuple[int, int], conns: in
                                            markdown=True, right={2, 3})
 
 
-def main(argv=None) -> int:
-    if argv is None:
-        argv = sys.argv[1:]
-    if argv[:1] == ["serve"]:
-        serve(argv[1], argv[2], argv[3] if len(argv) > 3 else None)
-        return 0
-    sys.path.insert(0, ROOT)
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The options of its own, which ``netpoll bench`` also takes."""
+    p.add_argument("--backends", default=None,
+                   help="--asyncio: netpoll backends for the netpoll.aio rows (comma list; "
+                        "default the one netpoll chooses)")
+    p.add_argument("--no-wrk", action="store_true", help="--asyncio: leave out uvicorn under wrk")
+    p.add_argument("--requests", default="1000,3000", metavar="A,B",
+                   help="--asyncio --instructions: the two request counts (default 1000,3000)")
+
+
+def run_from_args(a: argparse.Namespace) -> int:
+    # Also called by `netpoll bench --asyncio` with the echo benchmark's
+    # arguments: --conns is a list there, and unset figures are None.
     import netpoll
     from netpoll.benchmark import build, runner
 
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--conns", default="1,64")
-    p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--duration", type=float, default=5.0)
-    p.add_argument("--warmup", type=float, default=1.0)
-    p.add_argument("--backends", default=netpoll.BACKEND,
-                   help="netpoll backends for the netpoll.aio rows (comma list)")
-    p.add_argument("--quick", action="store_true", help="one round of 1.5 s on 64 connections")
-    p.add_argument("--no-wrk", action="store_true")
-    p.add_argument("--instructions", action="store_true",
-                   help="only uvicorn's instructions per request under callgrind, on each loop")
-    p.add_argument("--requests", default="1000,3000",
-                   help="the two request counts of --instructions")
-    a = p.parse_args(argv)
-    backends = [b for b in a.backends.split(",") if b]
+    backends = [b for b in (a.backends or netpoll.BACKEND).split(",") if b]
     if a.instructions:
-        lo, hi = (int(x) for x in a.requests.split(","))
+        try:
+            lo, hi = (int(x) for x in a.requests.split(","))
+        except ValueError:
+            lo = hi = 0
         if not 0 < lo < hi:
-            p.error(f"--requests wants two counts 0 < A < B, not {a.requests!r}")
+            print(f"netpoll bench --asyncio: --requests wants two counts 0 < A < B, not {a.requests!r}",
+                  file=sys.stderr)
+            return 2
         print(uvicorn_instructions(backends, (lo, hi), 8))
         return 0
-    if a.quick:
-        a.conns, a.rounds, a.duration, a.warmup = "64", 1, 1.5, 0.5
-    build.loadgen()
-    cfg = runner.EchoConfig(conns=[int(c) for c in a.conns.split(",")], size=64, warmup=a.warmup,
-                            duration=a.duration, rounds=a.rounds)
+    quick = a.quick
+    conns = a.conns or ([64] if quick else [1, 64])
+    rounds = a.rounds or (1 if quick else 3)
+    duration = a.duration if a.duration is not None else (1.5 if quick else 5.0)
+    warmup = a.warmup if a.warmup is not None else (0.5 if quick else 1.0)
+    try:
+        build.loadgen()
+    except build.BuildError as e:
+        print(f"netpoll bench --asyncio: {e}", file=sys.stderr)
+        return 1
+    cfg = runner.EchoConfig(conns=conns, size=64, warmup=warmup, duration=duration, rounds=rounds)
     t0 = time.monotonic()
     texts = []
     for kind in ("protocols", "streams"):
@@ -316,10 +321,39 @@ def main(argv=None) -> int:
             servers += [s for s in _servers("streams", []) if s.name == "asyncio-streams"]
         texts.append(f"## {kind}\n\n" + runner.echo_table(runner.run_echo(servers, cfg), markdown=True))
     if not a.no_wrk:
-        texts.append("## uvicorn\n\n" + wrk_hello(backends, a.duration, 64, a.rounds))
+        texts.append("## uvicorn\n\n" + wrk_hello(backends, duration, 64, rounds))
     print("\n\n".join(texts))
     print(f"\n({time.monotonic() - t0:.0f} s)")
     return 0
+
+
+def _conns(text: str) -> list[int]:
+    try:
+        out = [int(c) for c in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--conns wants counts like 1,64, not {text!r}") from None
+    if any(c < 1 for c in out):
+        raise argparse.ArgumentTypeError("--conns: every count must be >= 1")
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    if argv is None:
+        argv = sys.argv[1:]
+    if argv[:1] == ["serve"]:
+        serve(argv[1], argv[2], argv[3] if len(argv) > 3 else None)
+        return 0
+    p = argparse.ArgumentParser(prog="python -m netpoll.benchmark.aio_bench",
+                                description=__doc__.splitlines()[0])
+    p.add_argument("--conns", type=_conns, default=None, help="connection counts, comma list (default 1,64)")
+    p.add_argument("--rounds", type=int, default=None, help="alternating rounds (default 3)")
+    p.add_argument("--duration", type=float, default=None, help="measured seconds per run (default 5)")
+    p.add_argument("--warmup", type=float, default=None, help="warm-up seconds per run (default 1)")
+    p.add_argument("--quick", action="store_true", help="one round of 1.5 s on 64 connections")
+    p.add_argument("--instructions", action="store_true",
+                   help="instead: uvicorn's instructions per request under callgrind, on each loop")
+    add_arguments(p)
+    return run_from_args(p.parse_args(argv))
 
 
 if __name__ == "__main__":
