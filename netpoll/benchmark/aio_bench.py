@@ -2,7 +2,8 @@
 
     netpoll bench --asyncio [--conns 1,64] [--rounds 3] [--duration 5] [--quick] [--no-wrk]
                             [--backends epoll,poll]
-    netpoll bench --asyncio --instructions [--requests 1000,3000] [--backends epoll]
+    netpoll bench --asyncio --instructions [--messages 2000,10000] [--requests 1000,3000]
+                                           [--backends epoll]
 
 (or ``python -m netpoll.benchmark.aio_bench`` with the same options)
 
@@ -13,9 +14,11 @@
    uvloop; ratios against uvloop protocols and asyncio streams.
 2. uvicorn's hello world (an ASGI app answering "Hello, world!") under wrk,
    on each loop, if wrk is on PATH.
-3. ``--instructions``: instead, uvicorn's user-space instructions per
-   request under callgrind on each loop (valgrind's counts do not depend on
-   the machine's load, where req/s here swing by a fifth).
+3. ``--instructions``: instead, user-space instructions under callgrind on
+   each loop: per echoed message (protocols and streams; netpoll bench
+   --instructions' method and table) and per uvicorn request (valgrind's
+   counts do not depend on the machine's load, where req/s here swing by a
+   fifth).
 
 Figures, not tests: the run prints them and exits 0.
 """
@@ -285,7 +288,7 @@ def run_from_args(a: argparse.Namespace) -> int:
     # Also called by `netpoll bench --asyncio` with the echo benchmark's
     # arguments: --conns is a list there, and unset figures are None.
     import netpoll
-    from netpoll.benchmark import build, runner
+    from netpoll.benchmark import build, instructions, runner
 
     backends = [b for b in (a.backends or netpoll.BACKEND).split(",") if b]
     if a.instructions:
@@ -297,8 +300,19 @@ def run_from_args(a: argparse.Namespace) -> int:
             print(f"netpoll bench --asyncio: --requests wants two counts 0 < A < B, not {a.requests!r}",
                   file=sys.stderr)
             return 2
-        print(uvicorn_instructions(backends, (lo, hi), 8))
-        return 0
+        try:
+            messages = instructions.parse_messages(a.messages)
+            instructions.check()
+            build.loadgen()
+        except (ValueError, instructions.Unavailable, build.BuildError) as e:
+            print(f"netpoll bench --asyncio --instructions: {e}", file=sys.stderr)
+            return 2
+        servers = _servers("protocols", backends) + _servers("streams", backends)
+        echo = instructions.run_instructions(servers, messages,
+                                             a.conns[0] if a.conns else instructions.DEFAULT_CONNS, 64)
+        print("## echo\n\n" + instructions.instructions_table(echo, markdown=True))
+        print("\n## uvicorn\n\n" + uvicorn_instructions(backends, (lo, hi), 8))
+        return 1 if any("failed" in r for r in echo["rows"]) else 0
     quick = a.quick
     conns = a.conns or ([64] if quick else [1, 64])
     rounds = a.rounds or (1 if quick else 3)
@@ -351,7 +365,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup", type=float, default=None, help="warm-up seconds per run (default 1)")
     p.add_argument("--quick", action="store_true", help="one round of 1.5 s on 64 connections")
     p.add_argument("--instructions", action="store_true",
-                   help="instead: uvicorn's instructions per request under callgrind, on each loop")
+                   help="instead: instructions per echoed message and per uvicorn request under "
+                        "callgrind, on each loop")
+    p.add_argument("--messages", default="2000,10000", metavar="A,B",
+                   help="--instructions: the two echo message counts (default 2000,10000)")
     add_arguments(p)
     return run_from_args(p.parse_args(argv))
 

@@ -108,6 +108,13 @@ def test_bad_request_counts_are_refused(counts):
     assert f"--requests wants two counts 0 < A < B, not {counts!r}" in p.stderr
 
 
+@pytest.mark.parametrize("messages", ["10,2", "x"])
+def test_bad_message_counts_are_refused(messages):
+    p = bench("--instructions", "--messages", messages)
+    assert p.returncode == 2
+    assert "--messages wants two counts" in p.stderr and repr(messages) in p.stderr
+
+
 @pytest.mark.parametrize("conns", ["x", "0,64"])
 def test_bad_conns_are_refused_by_the_module(conns):
     p = subprocess.run([sys.executable, "-m", "netpoll.benchmark.aio_bench", "--conns", conns],
