@@ -24,7 +24,9 @@ level.
 """
 
 from cpython.contextvars cimport PyContext_CopyCurrent, PyContext_Enter, PyContext_Exit
+from cpython.object cimport PyObject
 from cpython.pythread cimport PyThread_get_thread_ident
+from cpython.ref cimport Py_DECREF, Py_INCREF, Py_XDECREF
 from libc.stdint cimport int64_t
 from libc.stdlib cimport free, malloc
 
@@ -41,6 +43,7 @@ from asyncio import events as _events
 from asyncio import format_helpers as _format_helpers
 from asyncio import tasks as _tasks
 from time import monotonic as _monotonic
+from types import MemberDescriptorType as _MemberDescriptor
 
 _base_call_later = _base_events.BaseEventLoop.call_later
 _base_create_task = _base_events.BaseEventLoop.create_task
@@ -218,40 +221,116 @@ cdef class Core:
 
 cdef object _Handle = _events.Handle
 cdef object _TimerHandle = _events.TimerHandle
-# asyncio's Handle and TimerHandle are built here without their Python
-# __init__ (the same fields, as they are outside debug mode), while their
-# slots are the ones known; a Python whose handles differ gets the
-# constructors.
-cdef bint _bare_handles = (
-    tuple(_Handle.__slots__) == ('_callback', '_args', '_cancelled', '_loop',
-                                 '_source_traceback', '_repr', '__weakref__', '_context')
-    and tuple(_TimerHandle.__slots__) == ('_scheduled', '_when'))
+
+
+# asyncio's Handle and TimerHandle are built here as their __init__ builds
+# them outside debug mode, but without its Python frame: allocated by their
+# type and their slots written where the slots' member descriptors say. The
+# offsets are read once, and only from descriptors of the kind CPython makes
+# for __slots__ (an object member, writable); a Python whose handles differ
+# in any of that gets the constructors.
+cdef extern from "Python.h":
+    ctypedef struct PyMemberDef:
+        int type
+        Py_ssize_t offset
+        int flags
+    ctypedef struct PyMemberDescrObject:
+        PyMemberDef *d_member
+    ctypedef struct _AllocType "PyTypeObject":
+        PyObject *(*tp_alloc)(_AllocType *, Py_ssize_t)
+
+cdef enum:
+    _T_OBJECT_EX = 16    # structmember.h's T_OBJECT_EX (Py_T_OBJECT_EX)
+    _READONLY = 1
+
+cdef Py_ssize_t O_CALLBACK, O_ARGS, O_CANCELLED, O_LOOP, O_TB, O_REPR, O_CONTEXT, O_SCHEDULED, O_WHEN
+
+
+cdef Py_ssize_t _slot(object cls, str name) except -2:
+    # The offset of slot `name` defined by cls, or -1.
+    d = cls.__dict__.get(name)
+    if type(d) is not _MemberDescriptor:
+        return -1
+    cdef PyMemberDef *m = (<PyMemberDescrObject *><PyObject *>d).d_member
+    if m.type != _T_OBJECT_EX or m.flags & _READONLY or m.offset <= 0:
+        return -1
+    return m.offset
+
+
+cdef bint _find_slots() except -1:
+    global O_CALLBACK, O_ARGS, O_CANCELLED, O_LOOP, O_TB, O_REPR, O_CONTEXT, O_SCHEDULED, O_WHEN
+    if (tuple(_Handle.__slots__) != ('_callback', '_args', '_cancelled', '_loop',
+                                     '_source_traceback', '_repr', '__weakref__', '_context')
+            or tuple(_TimerHandle.__slots__) != ('_scheduled', '_when')
+            or _Handle.__init__ is object.__init__):
+        return False
+    offs = [_slot(_Handle, n) for n in ('_callback', '_args', '_cancelled', '_loop',
+                                        '_source_traceback', '_repr', '_context')]
+    offs += [_slot(_TimerHandle, n) for n in ('_scheduled', '_when')]
+    if -1 in offs:
+        return False
+    O_CALLBACK, O_ARGS, O_CANCELLED, O_LOOP, O_TB, O_REPR, O_CONTEXT, O_SCHEDULED, O_WHEN = offs
+    return True
+
+
+cdef inline PyObject **_at(object o, Py_ssize_t off) noexcept:
+    return <PyObject **>((<char *><PyObject *>o) + off)
+
+
+cdef inline void _put(object o, Py_ssize_t off, object v) noexcept:
+    # A slot's store: the new value's reference in, the old one's out.
+    cdef PyObject **p = _at(o, off)
+    cdef PyObject *old = p[0]
+    Py_INCREF(v)
+    p[0] = <PyObject *>v
+    Py_XDECREF(old)
+
+
+cdef inline object _get(object o, Py_ssize_t off, str name):
+    # A slot's load; an unset slot raises as Python's would.
+    cdef PyObject *v = _at(o, off)[0]
+    if v == NULL:
+        raise AttributeError(f"'{type(o).__name__}' object has no attribute '{name}'")
+    return <object>v
+
+
+cdef object _alloc(object cls):
+    cdef _AllocType *t = <_AllocType *><PyObject *>cls
+    cdef PyObject *o = t.tp_alloc(t, 0)
+    if o == NULL:
+        raise MemoryError()
+    h = <object>o
+    Py_DECREF(h)  # tp_alloc's reference is h's own
+    return h
 
 
 cdef inline object _fill(object h, object callback, tuple args, object loop, object context):
-    h._context = PyContext_CopyCurrent() if context is None else context
-    h._loop = loop
-    h._callback = callback
-    h._args = args
-    h._cancelled = False
-    h._repr = None
-    h._source_traceback = None
+    _put(h, O_CONTEXT, PyContext_CopyCurrent() if context is None else context)
+    _put(h, O_LOOP, loop)
+    _put(h, O_CALLBACK, callback)
+    _put(h, O_ARGS, args)
+    _put(h, O_CANCELLED, False)
+    _put(h, O_REPR, None)
+    _put(h, O_TB, None)
     return h
 
 
 cdef object _new_handle(object callback, tuple args, object loop, object context):
     if not _bare_handles:
         return _Handle(callback, args, loop, context)
-    return _fill(_Handle.__new__(_Handle), callback, args, loop, context)
+    return _fill(_alloc(_Handle), callback, args, loop, context)
 
 
 cdef object _new_timer(object when, object callback, tuple args, object loop, object context):
     if not _bare_handles:
         return _TimerHandle(when, callback, args, loop, context)
-    h = _fill(_TimerHandle.__new__(_TimerHandle), callback, args, loop, context)
-    h._when = when
-    h._scheduled = False
+    h = _fill(_alloc(_TimerHandle), callback, args, loop, context)
+    _put(h, O_WHEN, when)
+    _put(h, O_SCHEDULED, False)
     return h
+
+
+cdef bint _bare_handles = _find_slots()
 
 
 cdef int _run_handle(object h) except -1:
@@ -261,9 +340,14 @@ cdef int _run_handle(object h) except -1:
     if type(h) is not _Handle and type(h) is not _TimerHandle:
         h._run()
         return 0
-    ctx = h._context
-    cb = h._callback
-    args = h._args
+    if _bare_handles:
+        ctx = _get(h, O_CONTEXT, '_context')
+        cb = _get(h, O_CALLBACK, '_callback')
+        args = _get(h, O_ARGS, '_args')
+    else:
+        ctx = h._context
+        cb = h._callback
+        args = h._args
     try:
         PyContext_Enter(ctx)
         try:
