@@ -76,6 +76,8 @@ cdef class Core:
     cdef Timer timer                 # the loop's next deadline; arg is the idle driver
     cdef bint armed                  # timer was queued for the idle driver
     cdef list pending                # watchers whose handles the next tick runs
+    cdef public bint debug           # loop._debug, mirrored by EventLoop.set_debug
+    cdef public bint closed          # loop._closed, mirrored by EventLoop.close
     cdef _Driver driver
     cdef unsigned long owner         # the thread running the loop
 
@@ -100,6 +102,18 @@ cdef class Core:
         w.probe = probe and self.edge
         w.g = self.sched.newproc(w)
         return w
+
+    def call_soon(self, callback, *args, context=None):
+        """The loop's call_soon (bound on the loop instance by EventLoop)."""
+        return _call_soon(self, callback, args, context)
+
+    def call_at(self, when, callback, *args, context=None):
+        """The loop's call_at (bound on the loop instance by EventLoop)."""
+        return _call_at(self, when, callback, args, context)
+
+    def call_later(self, delay, callback, *args, context=None):
+        """The loop's call_later (bound on the loop instance by EventLoop)."""
+        return _call_later(self, delay, callback, args, context)
 
     def run(self):
         """One run_forever: run the runtime until the driver sees loop._stopping."""
@@ -166,20 +180,24 @@ cdef class Core:
             end = loop.time() + loop._clock_resolution
             while scheduled:
                 h = scheduled[0]
-                if h._when >= end:
+                if (_get(h, O_WHEN, '_when') if _bare_handles and type(h) is _TimerHandle
+                        else h._when) >= end:
                     break
                 h = _heapq.heappop(scheduled)
-                h._scheduled = False
+                if _bare_handles and type(h) is _TimerHandle:
+                    _put(h, O_SCHEDULED, False)
+                else:
+                    h._scheduled = False
                 ready.append(h)
         cdef Py_ssize_t ntodo = len(ready)
-        if loop._debug:
+        if self.debug:
             for _ in range(ntodo):
                 loop._run_handle_debug(ready.popleft())
         else:
             popleft = ready.popleft
             for _ in range(ntodo):
                 h = popleft()
-                if not h._cancelled:
+                if not _cancelled(h):
                     _run_handle(h)
         return 0
 
@@ -333,6 +351,12 @@ cdef object _new_timer(object when, object callback, tuple args, object loop, ob
 cdef bint _bare_handles = _find_slots()
 
 
+cdef inline bint _cancelled(object h) except -1:
+    if _bare_handles and (type(h) is _Handle or type(h) is _TimerHandle):
+        return bool(_get(h, O_CANCELLED, '_cancelled'))
+    return bool(h._cancelled)
+
+
 cdef int _run_handle(object h) except -1:
     # asyncio's Handle._run without its Python frame, for asyncio's own
     # Handle and TimerHandle (any other class runs its own _run).
@@ -367,44 +391,62 @@ cdef int _run_handle(object h) except -1:
 
 # The loop's methods on asyncio's path for each callback, timer and task:
 # outside debug mode each is one compiled frame with asyncio's behaviour
-# (debug mode runs asyncio's own, which records source tracebacks).
+# (debug mode runs asyncio's own, which records source tracebacks). The
+# loop's class has these; EventLoop binds Core's twins on each instance,
+# which read the flags Core mirrors instead of the loop's attributes.
+
+cdef object _call_soon(Core core, object callback, tuple args, object context):
+    if core.debug:
+        return core.loop._call_soon_debug(callback, args, context)
+    if core.closed:
+        raise RuntimeError('Event loop is closed')
+    h = _new_handle(callback, args, core.loop, context)
+    core.ready.append(h)
+    core.wake()
+    return h
+
+
+cdef object _call_at(Core core, object when, object callback, tuple args, object context):
+    if core.debug:
+        return core.loop._call_at_debug(when, callback, args, context)
+    if when is None:
+        raise TypeError("when cannot be None")
+    if core.closed:
+        raise RuntimeError('Event loop is closed')
+    timer = _new_timer(when, callback, args, core.loop, context)
+    _heapq.heappush(core.loop._scheduled, timer)
+    if _bare_handles:
+        _put(timer, O_SCHEDULED, True)
+    else:
+        timer._scheduled = True
+    core.rearm(when)
+    return timer
+
+
+cdef object _call_later(Core core, object delay, object callback, tuple args, object context):
+    loop = core.loop
+    if core.debug:
+        return _base_call_later(loop, delay, callback, *args, context=context)
+    if delay is None:
+        raise TypeError('delay must not be None')
+    return loop.call_at(loop.time() + delay, callback, *args, context=context)
+
 
 def call_soon(self, callback, *args, context=None):
     """asyncio's call_soon (a Handle on the ready queue), then the idle loop
     goroutine is woken."""
-    if self._debug:
-        return self._call_soon_debug(callback, args, context)
-    if self._closed:
-        raise RuntimeError('Event loop is closed')
-    h = _new_handle(callback, args, self, context)
-    self._ready.append(h)
-    (<Core>self._core).wake()
-    return h
+    return _call_soon(<Core>self._core, callback, args, context)
 
 
 def call_at(self, when, callback, *args, context=None):
     """asyncio's call_at (a TimerHandle on the heap), then the idle loop
     goroutine's timer is moved."""
-    if self._debug:
-        return self._call_at_debug(when, callback, args, context)
-    if when is None:
-        raise TypeError("when cannot be None")
-    if self._closed:
-        raise RuntimeError('Event loop is closed')
-    timer = _new_timer(when, callback, args, self, context)
-    _heapq.heappush(self._scheduled, timer)
-    timer._scheduled = True
-    (<Core>self._core).rearm(timer._when)
-    return timer
+    return _call_at(<Core>self._core, when, callback, args, context)
 
 
 def call_later(self, delay, callback, *args, context=None):
     """asyncio's call_later: call_at(self.time() + delay)."""
-    if self._debug:
-        return _base_call_later(self, delay, callback, *args, context=context)
-    if delay is None:
-        raise TypeError('delay must not be None')
-    return self.call_at(self.time() + delay, callback, *args, context=context)
+    return _call_later(<Core>self._core, delay, callback, args, context)
 
 
 def create_task(self, coro, *, name=None, context=None):

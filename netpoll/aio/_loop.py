@@ -176,6 +176,17 @@ class EventLoop(asyncio.SelectorEventLoop):  # type: ignore[misc,valid-type]
             self._core.close()
             raise
         self._core.ready = self._ready
+        # call_soon, call_at and call_later bound on the instance: Core's
+        # twins read Core's mirrors of _debug and _closed where the class's
+        # read the loop's attributes (a subclass that overrides one keeps it).
+        for name in ("call_soon", "call_at", "call_later"):
+            if getattr(type(self), name) is getattr(EventLoop, name):
+                setattr(self, name, getattr(self._core, name))
+
+    def set_debug(self, enabled: bool) -> None:
+        # Also called by BaseEventLoop.__init__, after _core is made.
+        super().set_debug(enabled)
+        self._core.debug = bool(enabled)
 
     @property
     def backend(self) -> str:
@@ -330,4 +341,5 @@ class EventLoop(asyncio.SelectorEventLoop):  # type: ignore[misc,valid-type]
         try:
             self._core.close()
         finally:
+            self._core.closed = True
             super().close()

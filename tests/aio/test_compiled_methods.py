@@ -156,3 +156,27 @@ def test_get_debug_follows_set_debug(backend_name):
         h.cancel()
     finally:
         loop.close()
+
+
+def test_a_subclass_keeps_the_methods_it_overrides(backend_name):
+    seen = []
+
+    class Loop(aio.EventLoop):
+        def call_soon(self, callback, *args, context=None):
+            seen.append(("soon", callback))
+            return super().call_soon(callback, *args, context=context)
+
+        def call_at(self, when, callback, *args, context=None):
+            seen.append(("at", callback))
+            return super().call_at(when, callback, *args, context=context)
+
+    loop = Loop(backend=backend_name)
+    try:
+        ran = []
+        loop.call_soon(ran.append, 1)
+        loop.call_later(0.001, ran.append, 2)  # asyncio's call_later goes through call_at
+        loop.run_until_complete(asyncio.sleep(0.01))
+    finally:
+        loop.close()
+    assert ran == [1, 2]
+    assert ("soon", ran.append) in seen and ("at", ran.append) in seen
