@@ -184,10 +184,7 @@ cdef class Core:
                         else h._when) >= end:
                     break
                 h = _heapq.heappop(scheduled)
-                if _bare_handles and type(h) is _TimerHandle:
-                    _put(h, O_SCHEDULED, False)
-                else:
-                    h._scheduled = False
+                _unschedule(h)
                 ready.append(h)
         cdef Py_ssize_t ntodo = len(ready)
         if self.debug:
@@ -200,6 +197,33 @@ cdef class Core:
                 if not _cancelled(h):
                     _run_handle(h)
         return 0
+
+    cdef object next_deadline(self):
+        # The earliest live TimerHandle's when, or None. Cancelled ones are
+        # dropped first: from the head, or all of them once they are most of
+        # a big heap (asyncio's _run_once rule).
+        loop = self.loop
+        cdef list scheduled = loop._scheduled
+        cdef list live
+        if not scheduled:
+            return None
+        if len(scheduled) > 100 and loop._timer_cancelled_count * 2 > len(scheduled):
+            live = []
+            for h in scheduled:
+                if _cancelled(h):
+                    _unschedule(h)
+                else:
+                    live.append(h)
+            _heapq.heapify(live)
+            loop._scheduled = scheduled = live
+            loop._timer_cancelled_count = 0
+        while scheduled and _cancelled(scheduled[0]):
+            loop._timer_cancelled_count -= 1
+            _unschedule(_heapq.heappop(scheduled))
+        if not scheduled:
+            return None
+        h = scheduled[0]
+        return _get(h, O_WHEN, '_when') if _bare_handles and type(h) is _TimerHandle else h._when
 
     cdef int settle(self) except -1:
         # Every pending watcher's handle has run: put each back to waiting,
@@ -349,6 +373,14 @@ cdef object _new_timer(object when, object callback, tuple args, object loop, ob
 
 
 cdef bint _bare_handles = _find_slots()
+
+
+cdef inline int _unschedule(object h) except -1:
+    if _bare_handles and type(h) is _TimerHandle:
+        _put(h, O_SCHEDULED, False)
+    else:
+        h._scheduled = False
+    return 0
 
 
 cdef inline bint _cancelled(object h) except -1:
@@ -514,7 +546,7 @@ cdef class _Driver(Park):
             self.how = D_YIELD
         else:
             self.how = D_IDLE
-            when = loop._next_deadline() if loop._scheduled else None
+            when = core.next_deadline()
             self.when_ns = -1 if when is None else _when_ns(when)
         return self
 

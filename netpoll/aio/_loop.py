@@ -14,7 +14,6 @@ main goroutine. See _core.pyx for the invariants.
 from __future__ import annotations
 
 import asyncio
-import heapq
 import selectors
 import socket
 from asyncio.base_events import _format_handle  # asyncio's wording for slow callbacks
@@ -267,25 +266,6 @@ class EventLoop(asyncio.SelectorEventLoop):  # type: ignore[misc,valid-type]
         # One run of the runtime, until stop(): run_forever calls this in its
         # loop and then sees _stopping.
         self._core.run()
-
-    def _next_deadline(self) -> Optional[float]:
-        # The earliest live TimerHandle; cancelled ones are dropped first
-        # (from the head, or all of them once they are most of a big heap).
-        scheduled = self._scheduled
-        if len(scheduled) > 100 and self._timer_cancelled_count * 2 > len(scheduled):
-            live = []
-            for h in scheduled:
-                if h._cancelled:
-                    h._scheduled = False
-                else:
-                    live.append(h)
-            heapq.heapify(live)
-            self._scheduled = scheduled = live
-            self._timer_cancelled_count = 0
-        while scheduled and scheduled[0]._cancelled:
-            self._timer_cancelled_count -= 1
-            heapq.heappop(scheduled)._scheduled = False
-        return scheduled[0]._when if scheduled else None
 
     def _run_handle_debug(self, handle: asyncio.Handle) -> None:
         if handle._cancelled:

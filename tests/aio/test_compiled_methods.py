@@ -180,3 +180,25 @@ def test_a_subclass_keeps_the_methods_it_overrides(backend_name):
         loop.close()
     assert ran == [1, 2]
     assert ("soon", ran.append) in seen and ("at", ran.append) in seen
+
+
+def test_cancelled_timers_leave_the_heap_as_asyncios_run_once_drops_them(backend_name):
+    loop = aio.new_event_loop(backend=backend_name)
+    try:
+        far = [loop.call_later(3600 + i, print) for i in range(300)]
+        for h in far[100:]:
+            h.cancel()  # most of a big heap: all of them go when the loop parks
+        ran = []
+        head = loop.call_later(0.001, ran.append, "cancelled head")
+        head.cancel()
+        loop.call_later(0.02, ran.append, "live")
+        loop.run_until_complete(asyncio.sleep(0.05))
+        assert ran == ["live"]
+        assert sorted(loop._scheduled) == sorted(far[:100])
+        assert loop._timer_cancelled_count == 0
+        assert not any(h._scheduled for h in far[100:]) and not head._scheduled
+        assert all(h._scheduled for h in far[:100])
+        for h in far[:100]:
+            h.cancel()
+    finally:
+        loop.close()
